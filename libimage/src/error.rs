@@ -1,0 +1,182 @@
+//! Typed errors for everything libimage does.
+//!
+//! Modelled on ext4-view's `Ext4Error` and age's `DecryptError`: the caller can
+//! tell an I/O failure from a corrupt image, an unsupported feature, a wrong key
+//! or an authentication failure without parsing strings.
+
+use std::fmt;
+use std::io;
+
+use crate::crypto::KeyId;
+
+/// What exactly is wrong with bytes read from an image or a backup.
+///
+/// Every variant names *what* was wrong; the [`Error::Corrupt`] wrapper adds
+/// *where* (a block number or byte offset and the structure being read).
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CorruptKind {
+    /// A magic number did not match.
+    BadMagic,
+    /// A crc32c did not match the bytes it covers.
+    BadChecksum { stored: u32, computed: u32 },
+    /// A structure ended before its declared length.
+    Truncated { needed: u64, available: u64 },
+    /// A length, count or index is out of its allowed range.
+    OutOfRange { field: &'static str, value: u64, max: u64 },
+    /// A field holds a value the format does not allow.
+    BadValue { field: &'static str, value: u64 },
+    /// An encryption context is malformed (version, modes, flags, reserved bytes).
+    BadContext(&'static str),
+    /// Two things that must be distinct are not (names, inode numbers, paths).
+    Duplicate(&'static str),
+    /// A reference points at something that does not exist.
+    Dangling { what: &'static str, id: u64 },
+    /// The directory graph is not a tree.
+    Cycle { ino: u64 },
+    /// Neither superblock slot holds a valid superblock.
+    NoValidSuperblock,
+    /// Anything else, described in a fixed phrase.
+    Other(&'static str),
+}
+
+impl fmt::Display for CorruptKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CorruptKind::BadMagic => write!(f, "bad magic number"),
+            CorruptKind::BadChecksum { stored, computed } => {
+                write!(f, "crc32c mismatch (stored {stored:#010x}, computed {computed:#010x})")
+            }
+            CorruptKind::Truncated { needed, available } => write!(f, "truncated: needed {needed} bytes, only {available} available"),
+            CorruptKind::OutOfRange { field, value, max } => {
+                write!(f, "{field} = {value} is out of range (max {max})")
+            }
+            CorruptKind::BadValue { field, value } => write!(f, "{field} has invalid value {value:#x}"),
+            CorruptKind::BadContext(why) => write!(f, "malformed encryption context: {why}"),
+            CorruptKind::Duplicate(what) => write!(f, "duplicate {what}"),
+            CorruptKind::Dangling { what, id } => write!(f, "dangling reference to {what} {id}"),
+            CorruptKind::Cycle { ino } => write!(f, "directory cycle through inode {ino}"),
+            CorruptKind::NoValidSuperblock => write!(f, "no valid superblock in either slot"),
+            CorruptKind::Other(s) => f.write_str(s),
+        }
+    }
+}
+
+/// Where in an image or archive a problem was found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Location {
+    /// The structure being read, e.g. "superblock slot 1" or "inode 12".
+    pub what: String,
+    /// Byte offset in the image/archive, when known.
+    pub offset: Option<u64>,
+}
+
+impl fmt::Display for Location {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.offset {
+            Some(off) => write!(f, "{} (byte offset {off})", self.what),
+            None => f.write_str(&self.what),
+        }
+    }
+}
+
+/// The libimage error type.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Error {
+    /// An operating-system I/O error, with the path or object involved.
+    Io { context: String, source: io::Error },
+    /// Bytes from an image or a backup are not valid.
+    Corrupt { kind: CorruptKind, at: Location },
+    /// A valid image or input uses something this build does not support.
+    Unsupported(String),
+    /// The caller asked for something invalid (bad name, bad option, existing target).
+    Invalid(String),
+    /// None of the given keys matches what the image needs.
+    WrongKey { given: Vec<KeyId>, needed: Vec<KeyId> },
+    /// Decryption produced bytes that fail validation (wrong key or tampering).
+    AuthFailed { at: Location },
+    /// The image has no room left (fixed `--size`).
+    NoSpace { needed_blocks: u64, free_blocks: u64 },
+    /// Fault injection (`CRYPTIMG_FAIL_AFTER_WRITES`) stopped the operation.
+    InjectedFault { writes: u64 },
+}
+
+impl Error {
+    /// Shorthand for a corruption error.
+    pub fn corrupt(kind: CorruptKind, what: impl Into<String>, offset: Option<u64>) -> Self {
+        Error::Corrupt {
+            kind,
+            at: Location { what: what.into(), offset },
+        }
+    }
+
+    /// Wraps an `io::Error` with what was being done.
+    pub fn io(context: impl Into<String>, source: io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+
+    /// A one-line hint for a human on what to do next.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            Error::Io { .. } => "check the path, permissions and free disk space",
+            Error::Corrupt { .. } => "run `fsck-crypt check IMAGE` for a full report",
+            Error::Unsupported(_) => "use a newer cryptimg, or rebuild the image",
+            Error::Invalid(_) => "see --help for the accepted arguments",
+            Error::WrongKey { .. } => "pass the key files whose identifiers the image needs (`fsck-crypt info IMAGE`)",
+            Error::AuthFailed { .. } => "the key may be wrong or the image tampered with; run `fsck-crypt check --data`",
+            Error::NoSpace { .. } => "raise --size, or omit it to let the image grow",
+            Error::InjectedFault { .. } => "unset CRYPTIMG_FAIL_AFTER_WRITES",
+        }
+    }
+
+    /// True for errors caused by bad input bytes (exit code 4), as opposed to
+    /// operational errors (exit code 8).
+    pub fn is_corruption(&self) -> bool {
+        matches!(self, Error::Corrupt { .. } | Error::AuthFailed { .. })
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Error::Io { context, source } => write!(f, "{context}: {source}"),
+            Error::Corrupt { kind, at } => write!(f, "corrupt {at}: {kind}"),
+            Error::Unsupported(s) => write!(f, "unsupported: {s}"),
+            Error::Invalid(s) => f.write_str(s),
+            Error::WrongKey { given, needed } => {
+                let g: Vec<String> = given.iter().map(|k| k.to_string()).collect();
+                let n: Vec<String> = needed.iter().map(|k| k.to_string()).collect();
+                write!(
+                    f,
+                    "wrong key: given key id(s) [{}], but the image needs [{}]",
+                    g.join(", "),
+                    n.join(", ")
+                )
+            }
+            Error::AuthFailed { at } => write!(f, "decryption failed to validate at {at}"),
+            Error::NoSpace {
+                needed_blocks,
+                free_blocks,
+            } => write!(f, "image is full: needed {needed_blocks} blocks, {free_blocks} free"),
+            Error::InjectedFault { writes } => {
+                write!(f, "injected fault after {writes} writes (CRYPTIMG_FAIL_AFTER_WRITES)")
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Error::Io { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+/// Result alias.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -1,0 +1,588 @@
+//! An open image: superblock selection, metadata loading, block I/O,
+//! extent encryption, and the copy-on-write commit.
+//!
+//! Commit protocol (FORMAT.md §8):
+//! 1. data blocks are written only into blocks free in the committed state;
+//! 2. fsync;
+//! 3. the whole metadata stream is written into a fresh free region; fsync;
+//! 4. the superblock with generation + 1 is written into the other slot; fsync.
+//!
+//! A crash before step 4 completes leaves the previous superblock and
+//! everything it references untouched.
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::alloc::FreeMap;
+use crate::bytes::crc32c;
+use crate::context::ExtentContext;
+use crate::crypto::{KeyId, MasterKey, Nonce, XtsKey};
+use crate::error::{CorruptKind, Error, Result};
+use crate::extent::Extent;
+use crate::finding::{Finding, Severity};
+use crate::meta::Metadata;
+use crate::metablock;
+use crate::superblock::{Superblock, SLOTS};
+use crate::validate::{check_metadata, Geometry};
+use crate::BLOCK_SIZE;
+
+/// Environment variable for fault injection: the Nth block write (counting
+/// from 1) fails, and so does every write after it, as if the machine had
+/// stopped. Used by the crash-matrix tests.
+pub const FAIL_ENV: &str = "CRYPTIMG_FAIL_AFTER_WRITES";
+
+/// Writes larger than this are flushed immediately rather than combined.
+const COMBINE_MAX: usize = 8 << 20;
+
+/// Block writer with write combining and fault injection.
+struct BlockIo {
+    file: File,
+    writes: u64,
+    fail_at: Option<u64>,
+    pend_start: u64,
+    pend: Vec<u8>,
+}
+
+impl BlockIo {
+    fn new(file: File) -> Self {
+        let fail_at = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok());
+        BlockIo {
+            file,
+            writes: 0,
+            fail_at,
+            pend_start: 0,
+            pend: Vec::new(),
+        }
+    }
+
+    fn write_now(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        self.writes += 1;
+        if self.fail_at.is_some_and(|n| self.writes >= n) {
+            return Err(Error::InjectedFault { writes: self.writes - 1 });
+        }
+        self.file
+            .write_all_at(data, block * BLOCK_SIZE as u64)
+            .map_err(|e| Error::io(format!("writing block {block} of the image"), e))
+    }
+
+    /// Queues a write, combining it with the previous one when contiguous.
+    fn write(&mut self, block: u64, data: &[u8]) -> Result<()> {
+        let pend_end = self.pend_start + (self.pend.len() / BLOCK_SIZE) as u64;
+        if !self.pend.is_empty() && (block != pend_end || self.pend.len() + data.len() > COMBINE_MAX) {
+            self.flush()?;
+        }
+        if self.pend.is_empty() {
+            if data.len() >= COMBINE_MAX {
+                return self.write_now(block, data);
+            }
+            self.pend_start = block;
+        }
+        self.pend.extend_from_slice(data);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.pend.is_empty() {
+            return Ok(());
+        }
+        let pend = std::mem::take(&mut self.pend);
+        let r = self.write_now(self.pend_start, &pend);
+        self.pend = pend;
+        self.pend.clear();
+        r
+    }
+
+    fn sync(&mut self) -> Result<()> {
+        self.flush()?;
+        self.file.sync_all().map_err(|e| Error::io("fsync of the image", e))
+    }
+}
+
+/// Reads `count` blocks at `start`; a short read is a truncated image.
+pub fn read_blocks_from(file: &File, start: u64, count: u64, what: &str) -> Result<Vec<u8>> {
+    let len = count
+        .checked_mul(BLOCK_SIZE as u64)
+        .filter(|&l| l <= isize::MAX as u64)
+        .ok_or_else(|| {
+            Error::corrupt(
+                CorruptKind::OutOfRange {
+                    field: "block count",
+                    value: count,
+                    max: u32::MAX.into(),
+                },
+                what.to_string(),
+                None,
+            )
+        })?;
+    let off = start * BLOCK_SIZE as u64;
+    let flen = file.metadata().map_err(|e| Error::io("stat of the image", e))?.len();
+    if off.saturating_add(len) > flen {
+        return Err(Error::corrupt(
+            CorruptKind::Truncated {
+                needed: off.saturating_add(len),
+                available: flen,
+            },
+            what.to_string(),
+            Some(off),
+        ));
+    }
+    let mut buf = vec![0u8; len as usize];
+    file.read_exact_at(&mut buf, off)
+        .map_err(|e| Error::io(format!("reading {what}"), e))?;
+    Ok(buf)
+}
+
+/// Reads and validates both superblock slots.
+pub fn read_slots(file: &File) -> [Result<Superblock>; 2] {
+    SLOTS.map(|slot| read_blocks_from(file, slot, 1, "superblock slot").and_then(|b| Superblock::from_bytes(&b, slot)))
+}
+
+/// Picks the newest valid slot.
+pub fn newest(slots: &[Result<Superblock>; 2]) -> Result<Superblock> {
+    match (&slots[0], &slots[1]) {
+        (Ok(a), Ok(b)) => Ok(if a.generation >= b.generation { a.clone() } else { b.clone() }),
+        (Ok(a), Err(_)) => Ok(a.clone()),
+        (Err(_), Ok(b)) => Ok(b.clone()),
+        (Err(e0), Err(e1)) => {
+            // An unsupported (but intact) superblock is not corruption.
+            for e in [e0, e1] {
+                if let Error::Unsupported(s) = e {
+                    return Err(Error::Unsupported(s.clone()));
+                }
+            }
+            Err(Error::corrupt(
+                CorruptKind::NoValidSuperblock,
+                format!("image (slot 0: {e0}; slot 1: {e1})"),
+                Some(0),
+            ))
+        }
+    }
+}
+
+/// Loads the metadata a superblock points at, verifying every block.
+pub fn load_metadata(file: &File, sb: &Superblock) -> std::result::Result<Metadata, Vec<Error>> {
+    let region = read_blocks_from(file, sb.meta_start, sb.meta_blocks, "metadata region").map_err(|e| vec![e])?;
+    let stream = metablock::decode(&region, sb.meta_start, sb.generation, sb.meta_bytes)?;
+    let crc = crc32c(&stream);
+    if crc != sb.meta_crc {
+        return Err(vec![Error::corrupt(
+            CorruptKind::BadChecksum {
+                stored: sb.meta_crc,
+                computed: crc,
+            },
+            "metadata stream",
+            Some(sb.meta_start * BLOCK_SIZE as u64),
+        )]);
+    }
+    Metadata::from_bytes(&stream).map_err(|e| vec![e])
+}
+
+/// The master keys given by the user.
+#[derive(Default)]
+pub struct Keyring {
+    keys: Vec<MasterKey>,
+}
+
+impl Keyring {
+    pub fn new(keys: Vec<MasterKey>) -> Self {
+        Keyring { keys }
+    }
+    pub fn get(&self, id: &KeyId) -> Option<&MasterKey> {
+        self.keys.iter().find(|k| k.matches(id))
+    }
+    pub fn ids(&self) -> Vec<KeyId> {
+        self.keys.iter().map(|k| k.identifier()).collect()
+    }
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty()
+    }
+    /// Fails with [`Error::WrongKey`] unless every id in `needed` is present.
+    pub fn require(&self, needed: &[KeyId]) -> Result<()> {
+        if needed.iter().all(|id| self.get(id).is_some()) {
+            return Ok(());
+        }
+        Err(Error::WrongKey {
+            given: self.ids(),
+            needed: needed.to_vec(),
+        })
+    }
+}
+
+/// How to open an image.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Access {
+    ReadOnly,
+    ReadWrite,
+}
+
+/// An open image.
+pub struct Image {
+    path: PathBuf,
+    sb: Superblock,
+    /// The metadata of the working state (committed + uncommitted changes).
+    pub meta: Metadata,
+    free: FreeMap,
+    pending_free: Vec<(u64, u64)>,
+    io: BlockIo,
+    access: Access,
+    /// Set once a write failed: the in-memory state may no longer match.
+    poisoned: bool,
+}
+
+impl Image {
+    /// Opens an image and refuses it unless its metadata passes every keyless
+    /// structural check.
+    pub fn open(path: &Path, access: Access) -> Result<Image> {
+        let (img, findings) = Image::open_unchecked(path, access)?;
+        if let Some(f) = findings.into_iter().find(|f| f.severity == Severity::Error) {
+            return Err(Error::corrupt(
+                CorruptKind::Other(f.code),
+                format!("{} (run fsck-crypt check)", f),
+                None,
+            ));
+        }
+        Ok(img)
+    }
+
+    /// Opens an image whose superblock and metadata decode, returning the
+    /// structural findings instead of refusing it. For the checker and repair.
+    pub fn open_unchecked(path: &Path, access: Access) -> Result<(Image, Vec<Finding>)> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(access == Access::ReadWrite)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening image {}", path.display()), e))?;
+        let sb = newest(&read_slots(&file))?;
+        let flen = file.metadata().map_err(|e| Error::io("stat of the image", e))?.len();
+        let need = sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
+        if flen < need {
+            return Err(Error::corrupt(
+                CorruptKind::Truncated {
+                    needed: need,
+                    available: flen,
+                },
+                format!("image file {}", path.display()),
+                Some(flen),
+            ));
+        }
+        if access == Access::ReadWrite && sb.feature_ro_compat & !crate::superblock::RO_COMPAT_SUPPORTED != 0 {
+            return Err(Error::Unsupported(format!(
+                "read-only-compatible features {:#x}: this build may only read the image",
+                sb.feature_ro_compat
+            )));
+        }
+        let meta = load_metadata(&file, &sb).map_err(|mut v| v.swap_remove(0))?;
+        let geo = Geometry {
+            total_blocks: sb.total_blocks,
+            meta_start: sb.meta_start,
+            meta_blocks: sb.meta_blocks,
+        };
+        let findings = check_metadata(&meta, geo);
+        let mut used = meta.alloc_from_extents();
+        used.push((sb.meta_start, sb.meta_blocks));
+        let free = FreeMap::from_used(sb.total_blocks, sb.max_blocks, used);
+        let img = Image {
+            path: path.to_path_buf(),
+            sb,
+            meta,
+            free,
+            pending_free: Vec::new(),
+            io: BlockIo::new(file),
+            access,
+            poisoned: false,
+        };
+        Ok((img, findings))
+    }
+
+    /// Starts a new, empty image in `file` (which must be empty). Nothing is
+    /// durable until [`Image::commit`]. `max_blocks` 0 = grow as needed.
+    pub fn create(file: File, path: &Path, uuid: [u8; 16], max_blocks: u64) -> Result<Image> {
+        let total = if max_blocks == 0 { 2 } else { max_blocks };
+        if max_blocks != 0 && max_blocks < 4 {
+            return Err(Error::Invalid(format!(
+                "--size of {max_blocks} blocks is too small (at least 4 blocks)"
+            )));
+        }
+        let sb = Superblock {
+            generation: 0,
+            uuid,
+            feature_compat: 0,
+            feature_incompat: 0,
+            feature_ro_compat: 0,
+            total_blocks: total,
+            max_blocks,
+            meta_start: 0,
+            meta_blocks: 0,
+            meta_bytes: 0,
+            meta_crc: 0,
+            commit_time: 0,
+        };
+        Ok(Image {
+            path: path.to_path_buf(),
+            sb,
+            meta: Metadata::empty(),
+            free: FreeMap::from_used(total, max_blocks, Vec::new()),
+            pending_free: Vec::new(),
+            io: BlockIo::new(file),
+            access: Access::ReadWrite,
+            poisoned: false,
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+    /// The last committed superblock.
+    pub fn superblock(&self) -> &Superblock {
+        &self.sb
+    }
+    pub fn file(&self) -> &File {
+        &self.io.file
+    }
+    /// Free blocks, including room to grow when the size is fixed.
+    pub fn free_blocks(&self) -> u64 {
+        self.free.free_blocks()
+    }
+    /// Block writes issued so far (for fault-injection tests).
+    pub fn writes(&self) -> u64 {
+        self.io.writes
+    }
+
+    fn check_writable(&self) -> Result<()> {
+        if self.access != Access::ReadWrite {
+            return Err(Error::Invalid("image was opened read-only".into()));
+        }
+        if self.poisoned {
+            return Err(Error::Invalid("an earlier write failed; reopen the image".into()));
+        }
+        Ok(())
+    }
+
+    fn guard<T>(&mut self, r: Result<T>) -> Result<T> {
+        if r.is_err() {
+            self.poisoned = true;
+        }
+        r
+    }
+
+    /// Reads `count` blocks at `start`.
+    pub fn read_blocks(&self, start: u64, count: u64) -> Result<Vec<u8>> {
+        read_blocks_from(&self.io.file, start, count, "data blocks")
+    }
+
+    /// Allocates blocks that are free in the committed state.
+    pub fn alloc(&mut self, blocks: u64) -> Result<u64> {
+        self.check_writable()?;
+        self.free.alloc(blocks)
+    }
+
+    /// Writes whole blocks (combined with neighbouring writes).
+    pub fn write_blocks(&mut self, start: u64, data: &[u8]) -> Result<()> {
+        self.check_writable()?;
+        let r = self.io.write(start, data);
+        self.guard(r)
+    }
+
+    /// Encrypts `plain` (a multiple of the block size, zero-padded by the
+    /// caller) as a new extent under `key` with `nonce`, writes it and records
+    /// it with refcount 0 (the caller adds references). Returns the extent id.
+    pub fn write_extent(&mut self, key: &MasterKey, nonce: Nonce, plain: &mut [u8]) -> Result<u64> {
+        self.check_writable()?;
+        debug_assert!(!plain.is_empty() && plain.len() % BLOCK_SIZE == 0);
+        let blocks = (plain.len() / BLOCK_SIZE) as u32;
+        encrypt_parallel(&key.extent_key(&nonce), 0, plain);
+        let crc = crc32c(plain);
+        let start = self.alloc(u64::from(blocks))?;
+        self.write_blocks(start, plain)?;
+        let id = self.meta.next_extent_id;
+        self.meta.next_extent_id += 1;
+        self.meta.extents.insert(
+            id,
+            Extent {
+                id,
+                start,
+                blocks,
+                refcount: 0,
+                crc,
+                ctx: ExtentContext::new(key.identifier(), nonce),
+            },
+        );
+        Ok(id)
+    }
+
+    /// Adds an already-encrypted extent (backup restore, re-encryption copies).
+    pub fn write_raw_extent(&mut self, ctx: ExtentContext, ciphertext: &[u8]) -> Result<u64> {
+        self.check_writable()?;
+        let blocks = (ciphertext.len() / BLOCK_SIZE) as u32;
+        let crc = crc32c(ciphertext);
+        let start = self.alloc(u64::from(blocks))?;
+        self.write_blocks(start, ciphertext)?;
+        let id = self.meta.next_extent_id;
+        self.meta.next_extent_id += 1;
+        self.meta.extents.insert(
+            id,
+            Extent {
+                id,
+                start,
+                blocks,
+                refcount: 0,
+                crc,
+                ctx,
+            },
+        );
+        Ok(id)
+    }
+
+    /// Reads and decrypts `count` blocks of extent `id` starting at block
+    /// `offset` within it.
+    pub fn read_extent_plain(&self, key: &MasterKey, id: u64, offset: u32, count: u32) -> Result<Vec<u8>> {
+        let e = self.extent(id)?;
+        let mut buf = self.read_blocks(e.start + u64::from(offset), u64::from(count))?;
+        key.extent_key(&e.ctx.nonce).decrypt_units(u64::from(offset), BLOCK_SIZE, &mut buf);
+        Ok(buf)
+    }
+
+    /// Looks up an extent.
+    pub fn extent(&self, id: u64) -> Result<&Extent> {
+        self.meta
+            .extents
+            .get(&id)
+            .ok_or(Error::corrupt(CorruptKind::Dangling { what: "extent", id }, "extent table", None))
+    }
+
+    /// Drops one reference to an extent; at zero its blocks are freed when the
+    /// operation commits.
+    pub fn unref_extent(&mut self, id: u64) {
+        if let Some(e) = self.meta.extents.get_mut(&id) {
+            e.refcount = e.refcount.saturating_sub(1);
+            if e.refcount == 0 {
+                let (s, l) = (e.start, u64::from(e.blocks));
+                self.meta.extents.remove(&id);
+                self.pending_free.push((s, l));
+            }
+        }
+    }
+
+    /// Makes the working state durable with an atomic superblock flip.
+    /// `time` is recorded as the commit time.
+    pub fn commit(&mut self, time: i64) -> Result<()> {
+        self.check_writable()?;
+        let r = self.commit_inner(time);
+        self.guard(r)
+    }
+
+    fn commit_inner(&mut self, time: i64) -> Result<()> {
+        self.io.sync()?;
+        self.meta.alloc = self.meta.alloc_from_extents();
+        let generation = self.sb.generation + 1;
+        let stream = self.meta.to_bytes();
+        let nblocks = metablock::blocks_for(stream.len());
+        let start = self.free.alloc(nblocks)?;
+        let region = metablock::encode(&stream, start, generation);
+        self.io.write_now(start, &region)?;
+        let flen = self.free.total * BLOCK_SIZE as u64;
+        if self.io.file.metadata().map_err(|e| Error::io("stat of the image", e))?.len() < flen {
+            self.io.file.set_len(flen).map_err(|e| Error::io("extending the image", e))?;
+        }
+        self.io.sync()?;
+        let sb = Superblock {
+            generation,
+            total_blocks: self.free.total,
+            meta_start: start,
+            meta_blocks: nblocks,
+            meta_bytes: stream.len() as u64,
+            meta_crc: crc32c(&stream),
+            commit_time: time,
+            ..self.sb.clone()
+        };
+        self.io.write_now(sb.slot(), &sb.to_bytes())?;
+        self.io.sync()?;
+        // The old metadata region and blocks freed by this operation are
+        // reusable from now on.
+        if self.sb.meta_blocks != 0 {
+            self.free.release(self.sb.meta_start, self.sb.meta_blocks);
+        }
+        for (s, l) in std::mem::take(&mut self.pending_free) {
+            self.free.release(s, l);
+        }
+        self.sb = sb;
+        Ok(())
+    }
+
+    /// The key ids a snapshot needs: its policy, its directory and symlink
+    /// contexts, and every extent its files reference. Sorted, unique.
+    pub fn keys_needed(&self, snap: &crate::snapshot::Snapshot) -> Vec<KeyId> {
+        use crate::inode::Body;
+        let mut ids = std::collections::BTreeSet::new();
+        ids.insert(snap.policy);
+        for ino in snap.inodes.values() {
+            match &ino.body {
+                Body::Dir { ctx, .. } | Body::Symlink { ctx, .. } => {
+                    ids.insert(ctx.key);
+                }
+                Body::File { map } => {
+                    for m in map {
+                        if let Some(e) = self.meta.extents.get(&m.extent) {
+                            ids.insert(e.ctx.key);
+                        }
+                    }
+                }
+                Body::Special => {}
+            }
+        }
+        ids.into_iter().collect()
+    }
+
+    /// Finds a snapshot by name; `None` picks the only one or `main`.
+    pub fn snapshot(&self, name: Option<&str>) -> Result<&crate::snapshot::Snapshot> {
+        let names = || self.meta.snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
+        match name {
+            Some(n) => self
+                .meta
+                .snapshot(n)
+                .ok_or_else(|| Error::Invalid(format!("no snapshot named {n:?} (the image has: {})", names()))),
+            None if self.meta.snapshots.len() == 1 => Ok(&self.meta.snapshots[0]),
+            None => self
+                .meta
+                .snapshot("main")
+                .ok_or_else(|| Error::Invalid(format!("the image has several snapshots; choose one with --snapshot ({})", names()))),
+        }
+    }
+}
+
+/// Below this size extents are encrypted on the calling thread.
+const PARALLEL_MIN: usize = 1 << 20;
+
+/// AES-256-XTS over whole data units, split across all cores for large buffers.
+/// Unit k of `buf` uses data-unit index `first_unit + k`.
+pub fn encrypt_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8]) {
+    xts_parallel(key, first_unit, buf, true)
+}
+
+/// The inverse of [`encrypt_parallel`].
+pub fn decrypt_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8]) {
+    xts_parallel(key, first_unit, buf, false)
+}
+
+fn xts_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8], enc: bool) {
+    let run = |first: u64, part: &mut [u8]| {
+        if enc {
+            key.encrypt_units(first, BLOCK_SIZE, part)
+        } else {
+            key.decrypt_units(first, BLOCK_SIZE, part)
+        }
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if buf.len() < PARALLEL_MIN || threads < 2 {
+        return run(first_unit, buf);
+    }
+    let units = buf.len() / BLOCK_SIZE;
+    let per = units.div_ceil(threads) * BLOCK_SIZE;
+    std::thread::scope(|s| {
+        for (i, part) in buf.chunks_mut(per).enumerate() {
+            let first = first_unit + (i * per / BLOCK_SIZE) as u64;
+            s.spawn(move || run(first, part));
+        }
+    });
+}
