@@ -6,11 +6,14 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
+use libimage::check::CheckOptions;
 use libimage::image::{Access, Image};
 use libimage::read::TreeReader;
 
 const EXIT_CODES: &str =
-    "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image, 8 operational error, 16 usage error.\n\
+    "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
+8 operational error, 16 usage error. For `check`, warnings (a damaged spare superblock slot, a key matching nothing) count \
+as errors left uncorrected; notes do not.\n\
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Parser)]
@@ -38,6 +41,28 @@ enum Cmd {
         /// Key file(s) (repeatable; `-` = stdin once).
         #[arg(long)]
         key_file: Vec<PathBuf>,
+    },
+    /// Check an image's integrity: keyless always, names and links with keys, data with --data.
+    Check {
+        image: PathBuf,
+        /// Key file(s) to verify (repeatable; `-` = stdin once).
+        #[arg(long)]
+        key_file: Vec<PathBuf>,
+        /// Restrict the keyed checks, key coverage and --data to one snapshot.
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Also recompute the crc32c of every extent's ciphertext (a scrub).
+        #[arg(long)]
+        data: bool,
+        /// Print one JSON document (findings, repairs, summary).
+        #[arg(long)]
+        json: bool,
+        /// Fix refcounts, leaked blocks, a stale superblock slot, dangling entries, orphans and
+        /// link counts, in one copy-on-write commit.
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        no_progress: bool,
     },
     /// Write a snapshot's tree back to DEST with all metadata (ownership and devices only as root).
     Extract {
@@ -101,10 +126,104 @@ fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: 
     Ok(exit::OK)
 }
 
+struct CheckArgs {
+    image: PathBuf,
+    key_file: Vec<PathBuf>,
+    snapshot: Option<String>,
+    data: bool,
+    json: bool,
+    repair: bool,
+    no_progress: bool,
+}
+
+fn check(a: CheckArgs) -> anyhow::Result<i32> {
+    let keys = load_keys(&a.key_file)?;
+    let opts = CheckOptions {
+        snapshot: a.snapshot,
+        data: a.data,
+        repair: a.repair,
+    };
+    let r = libimage::check::check(&a.image, &keys, &opts, &Bar::new(a.no_progress || a.json))?;
+    let mut out = std::io::stdout().lock();
+    if a.json {
+        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        return Ok(r.exit_code);
+    }
+    for f in &r.findings {
+        writeln!(out, "{f}")?;
+    }
+    for x in &r.repairs {
+        writeln!(out, "{x}")?;
+    }
+    for n in &r.not_repaired {
+        writeln!(out, "not repaired: {n}")?;
+    }
+    for s in &r.summary.key_coverage {
+        writeln!(out, "snapshot {:?} needs keys:", s.snapshot)?;
+        for k in &s.keys {
+            writeln!(
+                out,
+                "  {} {}{}: {} directories, {} symlinks, {} extents",
+                k.key_id,
+                if k.given { "(given, verified)" } else { "(not given)" },
+                if k.policy { " (policy)" } else { "" },
+                k.directories,
+                k.symlinks,
+                k.extents
+            )?;
+        }
+    }
+    let b = &r.summary.bytes_checked;
+    write!(out, "checked {} bytes of metadata", b.metadata)?;
+    if a.data {
+        write!(
+            out,
+            ", {} bytes of data in {} extents ({} with a given key)",
+            b.data, b.extents_scrubbed, b.extents_verified_with_key
+        )?;
+    }
+    writeln!(out)?;
+    if let Some(note) = r.summary.data_note {
+        writeln!(out, "note: {note}")?;
+    }
+    let s = &r.summary;
+    if s.errors + s.warnings == 0 {
+        writeln!(out, "{}: clean{}", a.image.display(), if r.repairs.is_empty() { "" } else { " after repair" })?;
+    } else {
+        writeln!(
+            out,
+            "{}: {} errors, {} warnings, {} notes left (exit {})",
+            a.image.display(),
+            s.errors,
+            s.warnings,
+            s.infos,
+            r.exit_code
+        )?;
+    }
+    Ok(r.exit_code)
+}
+
 fn main() {
     let cli: Cli = parse_args();
     main_with("fsck-crypt", || match cli.cmd {
         Cmd::Info { image, json } => info(image, json),
+        Cmd::Check {
+            image,
+            key_file,
+            snapshot,
+            data,
+            json,
+            repair,
+            no_progress,
+        } => check(CheckArgs {
+            image,
+            key_file,
+            snapshot,
+            data,
+            json,
+            repair,
+            no_progress,
+        }),
         Cmd::Ls {
             image,
             path,

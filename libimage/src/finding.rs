@@ -72,35 +72,52 @@ impl Finding {
         self.at.block = Some(b);
         self
     }
+    pub fn path(mut self, p: String) -> Self {
+        self.at.path = Some(p);
+        self
+    }
+}
+
+impl Severity {
+    /// `info`, `warning` or `error`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Warning => "warning",
+            Severity::Error => "error",
+        }
+    }
+}
+
+impl std::fmt::Display for Where {
+    /// `snapshot "main", inode 5, path /a/b, extent 3, block 17`; empty when nothing is known.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut parts = Vec::new();
+        if let Some(s) = &self.snapshot {
+            parts.push(format!("snapshot {s:?}"));
+        }
+        if let Some(i) = self.inode {
+            parts.push(format!("inode {i}"));
+        }
+        if let Some(p) = &self.path {
+            parts.push(format!("path {p}"));
+        }
+        if let Some(e) = self.extent {
+            parts.push(format!("extent {e}"));
+        }
+        if let Some(b) = self.block {
+            parts.push(format!("block {b}"));
+        }
+        f.write_str(&parts.join(", "))
+    }
 }
 
 impl std::fmt::Display for Finding {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let sev = match self.severity {
-            Severity::Info => "info",
-            Severity::Warning => "warning",
-            Severity::Error => "error",
-        };
-        write!(f, "{sev} {}: {}", self.code, self.message)?;
-        let w = &self.at;
-        let mut parts = Vec::new();
-        if let Some(s) = &w.snapshot {
-            parts.push(format!("snapshot {s:?}"));
-        }
-        if let Some(i) = w.inode {
-            parts.push(format!("inode {i}"));
-        }
-        if let Some(p) = &w.path {
-            parts.push(format!("path {p}"));
-        }
-        if let Some(e) = w.extent {
-            parts.push(format!("extent {e}"));
-        }
-        if let Some(b) = w.block {
-            parts.push(format!("block {b}"));
-        }
-        if !parts.is_empty() {
-            write!(f, " [{}]", parts.join(", "))?;
+        write!(f, "{} {}: {}", self.severity.as_str(), self.code, self.message)?;
+        let at = self.at.to_string();
+        if !at.is_empty() {
+            write!(f, " [{at}]")?;
         }
         write!(f, " (hint: {})", self.hint)
     }

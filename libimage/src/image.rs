@@ -333,6 +333,22 @@ impl Image {
     pub fn path(&self) -> &Path {
         &self.path
     }
+
+    /// Keeps the blocks the stored allocation map claims out of this
+    /// session's allocations even when no extent uses them. For
+    /// `fsck-crypt check --repair`: such blocks may hold the data of a damaged
+    /// extent record, so the repair's own metadata must not land on them; its
+    /// commit then drops them from the map, freeing them for later writes.
+    /// Call right after opening, before changing `meta`.
+    pub fn reserve_stored_alloc(&mut self) {
+        let total = self.free.total;
+        let mut used = self.meta.alloc_from_extents();
+        used.extend_from_slice(&self.meta.alloc);
+        used.push((self.sb.meta_start, self.sb.meta_blocks));
+        // Clipped to the image: damaged records may name blocks past its end.
+        let used = used.into_iter().filter(|r| r.0 < total).map(|(s, l)| (s, l.min(total - s))).collect();
+        self.free = FreeMap::from_used(total, self.free.max, used);
+    }
     /// The last committed superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.sb

@@ -7,6 +7,7 @@
 pub mod alloc;
 pub mod build;
 pub mod bytes;
+pub mod check;
 pub mod context;
 pub mod create;
 pub mod crypto;

@@ -5,9 +5,16 @@
 //! walks an opened image can rely on: extents inside the image and not
 //! overlapping each other or the metadata region; valid contexts; every
 //! reference resolving; map entries inside their extents; the directory graph a
-//! tree; refcounts and link counts exact.
+//! tree; refcounts and link counts exact; every referenced block allocated.
+//!
+//! Warning-severity findings (blocks allocated but referenced by nothing, an
+//! extent no file references) do not stop an image from being opened: the
+//! next commit, or `fsck-crypt check --repair`, reclaims the space.
+//!
+//! Everything here is linear (or n log n) in the size of the metadata, with
+//! no recursion, so it is safe on hostile input.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{HashMap, HashSet};
 
 use crate::crypto::valid_name_ct_len;
 use crate::extent::MAX_EXTENT_BLOCKS;
@@ -30,6 +37,10 @@ fn err(code: &'static str, msg: String, hint: &'static str) -> Finding {
     Finding::new(code, Severity::Error, msg, hint)
 }
 
+fn warn(code: &'static str, msg: String, hint: &'static str) -> Finding {
+    Finding::new(code, Severity::Warning, msg, hint)
+}
+
 /// Runs every keyless metadata check and returns the findings.
 pub fn check_metadata(meta: &Metadata, geo: Geometry) -> Vec<Finding> {
     let mut out = Vec::new();
@@ -41,22 +52,116 @@ pub fn check_metadata(meta: &Metadata, geo: Geometry) -> Vec<Finding> {
     for e in meta.extents.values() {
         let n = refs.get(&e.id).copied().unwrap_or(0);
         if n != u64::from(e.refcount) {
+            let msg = if n == 0 {
+                format!("extent refcount is {} but no file references it (its blocks are leaked)", e.refcount)
+            } else {
+                format!("extent refcount is {} but {n} file-map entries reference it", e.refcount)
+            };
+            out.push(err("E_REFCOUNT", msg, "fsck-crypt check --repair recomputes refcounts").extent(e.id).block(e.start));
+        } else if n == 0 {
             out.push(
-                err(
-                    "E_REFCOUNT",
-                    format!("extent refcount is {} but {n} file-map entries reference it", e.refcount),
-                    "fsck-crypt check --repair recomputes refcounts",
+                warn(
+                    "W_EXTENT_UNREFERENCED",
+                    format!("extent of {} blocks is referenced by no file (leaked blocks)", e.blocks),
+                    "fsck-crypt check --repair frees it",
                 )
-                .extent(e.id),
+                .extent(e.id)
+                .block(e.start),
             );
         }
     }
-    if meta.alloc != meta.alloc_from_extents() {
-        out.push(err(
-            "E_ALLOC_MAP",
-            "the allocation map differs from the extents' blocks (leaked or free-but-referenced blocks)".into(),
-            "fsck-crypt check --repair rebuilds the allocation map",
-        ));
+    check_alloc(meta, geo, &mut out);
+    out
+}
+
+/// The stored allocation map against the blocks the extents occupy.
+fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
+    const HINT: &str = "fsck-crypt check --repair rebuilds the allocation map from the extent table";
+    let meta_end = geo.meta_start.saturating_add(geo.meta_blocks);
+    let mut prev_end: Option<u64> = None;
+    for &(s, l) in &meta.alloc {
+        let end = s.checked_add(l);
+        let why = if l == 0 {
+            Some("an empty range")
+        } else if s < 2 || end.is_none_or(|e| e > geo.total_blocks) {
+            Some("a range outside the image's data area")
+        } else if prev_end.is_some_and(|p| s <= p) {
+            Some("ranges out of order, overlapping or touching")
+        } else if s < meta_end && geo.meta_start < end.unwrap_or(u64::MAX) {
+            Some("a range overlapping the metadata region")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            out.push(
+                err("E_ALLOC_MAP", format!("the allocation map is malformed: {why} ({s}, +{l})"), HINT).block(s),
+            );
+            return;
+        }
+        prev_end = end;
+    }
+    let from_extents = meta.alloc_from_extents();
+    if meta.alloc == from_extents {
+        return;
+    }
+    let leaked = range_difference(&meta.alloc, &from_extents);
+    let unallocated = range_difference(&from_extents, &meta.alloc);
+    let describe = |v: &[(u64, u64)]| {
+        let blocks: u64 = v.iter().map(|r| r.1).sum();
+        let shown: Vec<String> = v.iter().take(4).map(|(s, l)| format!("{s}..{}", s + l)).collect();
+        let more = if v.len() > 4 { format!(" and {} more", v.len() - 4) } else { String::new() };
+        (blocks, format!("{}{more}", shown.join(", ")))
+    };
+    if !leaked.is_empty() {
+        let (n, ranges) = describe(&leaked);
+        out.push(
+            warn(
+                "W_BLOCKS_LEAKED",
+                format!("{n} blocks are allocated but no extent uses them (blocks {ranges})"),
+                HINT,
+            )
+            .block(leaked[0].0),
+        );
+    }
+    if !unallocated.is_empty() {
+        let (n, ranges) = describe(&unallocated);
+        out.push(
+            err(
+                "E_BLOCKS_FREE_REFERENCED",
+                format!("{n} blocks used by extents are not in the allocation map (blocks {ranges}); a writer could overwrite them"),
+                HINT,
+            )
+            .block(unallocated[0].0),
+        );
+    }
+}
+
+/// Blocks in `a` but not in `b`; both sorted, non-overlapping `(start, len)`.
+pub fn range_difference(a: &[(u64, u64)], b: &[(u64, u64)]) -> Vec<(u64, u64)> {
+    let mut out = Vec::new();
+    let mut j = 0;
+    for &(s, l) in a {
+        let end = s.saturating_add(l);
+        let mut cur = s;
+        while j < b.len() && b[j].0.saturating_add(b[j].1) <= cur {
+            j += 1;
+        }
+        let mut k = j;
+        while cur < end {
+            match b.get(k) {
+                Some(&(bs, bl)) if bs < end => {
+                    if bs > cur {
+                        out.push((cur, bs - cur));
+                    }
+                    cur = cur.max(bs.saturating_add(bl));
+                    k += 1;
+                }
+                _ => {
+                    out.push((cur, end - cur));
+                    cur = end;
+                }
+            }
+        }
     }
     out
 }
@@ -115,29 +220,119 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         by_start.push((e.start, e.end(), e.id));
     }
     by_start.sort_unstable();
-    for w in by_start.windows(2) {
-        if w[1].0 < w[0].1 {
-            out.push(
-                err(
-                    "E_EXTENT_OVERLAP",
-                    format!(
-                        "extent {} (blocks {}..{}) overlaps extent {} (blocks {}..{})",
-                        w[1].2, w[1].0, w[1].1, w[0].2, w[0].0, w[0].1
-                    ),
-                    "one of the files sharing these blocks is damaged; restore it from backup",
-                )
-                .extent(w[1].2)
-                .block(w[1].0),
-            );
+    // Compare each extent with the furthest-reaching one before it, so an
+    // extent overlapping a long earlier one is found even when others lie
+    // between them.
+    let mut reach: Option<(u64, u64, u64)> = None;
+    for &cur in &by_start {
+        if let Some(r) = reach {
+            if cur.0 < r.1 {
+                out.push(
+                    err(
+                        "E_EXTENT_OVERLAP",
+                        format!(
+                            "extent {} (blocks {}..{}) overlaps extent {} (blocks {}..{})",
+                            cur.2, cur.0, cur.1, r.2, r.0, r.1
+                        ),
+                        "one of the files sharing these blocks is damaged; restore it from backup",
+                    )
+                    .extent(cur.2)
+                    .block(cur.0),
+                );
+            }
+        }
+        if reach.is_none_or(|r| cur.1 > r.1) {
+            reach = Some(cur);
         }
     }
 }
 
+/// The shape of one snapshot's directory graph, shared with the checker's
+/// repair (which moves orphans) and path reporting.
+#[derive(Debug, Default)]
+pub struct TreeShape {
+    /// Number of entries naming each inode.
+    pub links: HashMap<u64, u64>,
+    /// Inodes reachable from the root.
+    pub reached: HashSet<u64>,
+    /// Unreachable inodes that no entry names at all: the roots of orphaned
+    /// subtrees (what `lost+found` receives), sorted.
+    pub orphans: Vec<u64>,
+    /// Directories reached twice, or unreachable directories in a cycle.
+    pub cycles: Vec<(u64, u64)>,
+    /// Entries naming inodes that do not exist: (directory, index in entries).
+    pub dangling: Vec<(u64, usize)>,
+}
+
+/// Walks a snapshot's directory graph from the root (iteratively).
+pub fn tree_shape(snap: &Snapshot) -> TreeShape {
+    let mut t = TreeShape::default();
+    for ino in snap.inodes.values() {
+        if let Body::Dir { entries, .. } = &ino.body {
+            for (i, e) in entries.iter().enumerate() {
+                if snap.inodes.contains_key(&e.ino) {
+                    *t.links.entry(e.ino).or_default() += 1;
+                } else {
+                    t.dangling.push((ino.ino, i));
+                }
+            }
+        }
+    }
+    if !snap.inodes.get(&snap.root).is_some_and(Inode::is_dir) {
+        return t;
+    }
+    // `visit` marks every directory reached from `start`; a directory reached
+    // a second time is reported as a cycle (or a hard-linked directory).
+    let mut seen_dir: HashSet<u64> = HashSet::new();
+    let mut visit = |start: u64, reached: &mut HashSet<u64>, cycles: &mut Vec<(u64, u64)>| {
+        seen_dir.insert(start);
+        reached.insert(start);
+        let mut stack = vec![start];
+        while let Some(d) = stack.pop() {
+            let Some(Inode {
+                body: Body::Dir { entries, .. },
+                ..
+            }) = snap.inodes.get(&d)
+            else {
+                continue;
+            };
+            for e in entries {
+                let Some(child) = snap.inodes.get(&e.ino) else { continue };
+                reached.insert(e.ino);
+                if child.is_dir() {
+                    if seen_dir.insert(e.ino) {
+                        stack.push(e.ino);
+                    } else {
+                        cycles.push((d, e.ino));
+                    }
+                }
+            }
+        }
+    };
+    visit(snap.root, &mut t.reached, &mut t.cycles);
+    // Orphans: unreachable inodes nothing names. Their subtrees are walked so
+    // that cycles among unreachable directories are found too.
+    let mut orphan_reached: HashSet<u64> = HashSet::new();
+    for ino in snap.inodes.keys() {
+        if !t.reached.contains(ino) && !t.links.contains_key(ino) {
+            t.orphans.push(*ino);
+            visit(*ino, &mut orphan_reached, &mut t.cycles);
+        }
+    }
+    // Unreachable directories not below any orphan are in a pure cycle.
+    for ino in snap.inodes.values() {
+        if ino.is_dir() && !t.reached.contains(&ino.ino) && !orphan_reached.contains(&ino.ino) {
+            t.cycles.push((ino.ino, ino.ino));
+            visit(ino.ino, &mut orphan_reached, &mut Vec::new());
+        }
+    }
+    t
+}
+
 fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>, out: &mut Vec<Finding>) {
     let s = snap.name.as_str();
-    let mut links: BTreeMap<u64, u64> = BTreeMap::new();
     for ino in snap.inodes.values() {
-        check_inode(meta, snap, ino, refs, &mut links, out);
+        check_inode(meta, snap, ino, refs, out);
     }
     match snap.inodes.get(&snap.root) {
         Some(r) if r.is_dir() => {}
@@ -153,60 +348,50 @@ fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>
             return;
         }
     }
-    // The directory graph must be a tree rooted at `root`: every directory
-    // reached exactly once. Iterative walk; a directory seen twice is a cycle
-    // (or a hard-linked directory, which the format forbids).
-    let mut seen_dir: HashMap<u64, ()> = HashMap::new();
-    let mut stack = vec![snap.root];
-    seen_dir.insert(snap.root, ());
-    let mut reached: HashMap<u64, ()> = HashMap::new();
-    reached.insert(snap.root, ());
-    while let Some(d) = stack.pop() {
-        let Some(Inode {
-            body: Body::Dir { entries, .. },
-            ..
-        }) = snap.inodes.get(&d)
-        else {
-            continue;
+    let t = tree_shape(snap);
+    for &(dir, i) in &t.dangling {
+        let target = match snap.inodes.get(&dir).map(|d| &d.body) {
+            Some(Body::Dir { entries, .. }) => entries.get(i).map_or(0, |e| e.ino),
+            _ => 0,
         };
-        for e in entries {
-            reached.insert(e.ino, ());
-            if let Some(child) = snap.inodes.get(&e.ino) {
-                if child.is_dir() {
-                    if seen_dir.insert(e.ino, ()).is_some() {
-                        out.push(
-                            err(
-                                "E_DIR_CYCLE",
-                                format!("directory {} is reached twice (cycle or hard-linked directory)", e.ino),
-                                "fsck-crypt cannot repair this; restore from backup",
-                            )
-                            .snapshot(s)
-                            .inode(d),
-                        );
-                    } else {
-                        stack.push(e.ino);
-                    }
-                }
-            }
-        }
+        out.push(
+            err(
+                "E_DANGLING_ENTRY",
+                format!("entry names inode {target}, which does not exist"),
+                "fsck-crypt check --repair removes the entry",
+            )
+            .snapshot(s)
+            .inode(dir),
+        );
     }
-    for ino in snap.inodes.values() {
-        let expected = if ino.ino == snap.root {
-            1
+    for &(parent, dir) in &t.cycles {
+        let msg = if parent == dir {
+            format!("directory {dir} is unreachable and part of a directory cycle")
         } else {
-            links.get(&ino.ino).copied().unwrap_or(0)
+            format!("directory {dir} is reached a second time from directory {parent} (cycle or hard-linked directory)")
         };
-        if !reached.contains_key(&ino.ino) {
+        out.push(err("E_DIR_CYCLE", msg, "fsck-crypt cannot repair this; restore from backup").snapshot(s).inode(dir));
+    }
+    let orphans: HashSet<u64> = t.orphans.iter().copied().collect();
+    for ino in snap.inodes.values() {
+        if orphans.contains(&ino.ino) {
             out.push(
                 err(
                     "E_ORPHAN",
-                    "inode is not reachable from the root".into(),
-                    "fsck-crypt check --repair moves it to lost+found",
+                    "inode is not reachable from the root: no directory entry names it".into(),
+                    "fsck-crypt check --repair --key-file KEY moves it to /lost+found",
                 )
                 .snapshot(s)
                 .inode(ino.ino),
             );
-        } else if u64::from(ino.nlink) != expected {
+            continue;
+        }
+        let expected = if ino.ino == snap.root {
+            1
+        } else {
+            t.links.get(&ino.ino).copied().unwrap_or(0)
+        };
+        if u64::from(ino.nlink) != expected {
             out.push(
                 err(
                     "E_NLINK",
@@ -220,14 +405,7 @@ fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>
     }
 }
 
-fn check_inode(
-    meta: &Metadata,
-    snap: &Snapshot,
-    ino: &Inode,
-    refs: &mut HashMap<u64, u64>,
-    links: &mut BTreeMap<u64, u64>,
-    out: &mut Vec<Finding>,
-) {
+fn check_inode(meta: &Metadata, snap: &Snapshot, ino: &Inode, refs: &mut HashMap<u64, u64>, out: &mut Vec<Finding>) {
     let s = snap.name.as_str();
     let f = |code, msg: String, hint| err(code, msg, hint).snapshot(s).inode(ino.ino);
     match &ino.body {
@@ -250,21 +428,6 @@ fn check_inode(
                             e.name.len()
                         ),
                         "the entry cannot be decrypted; remove it",
-                    ));
-                }
-                if e.ino == snap.root {
-                    out.push(f(
-                        "E_DIR_CYCLE",
-                        "an entry names the root directory".into(),
-                        "fsck-crypt cannot repair this; restore from backup",
-                    ));
-                } else if snap.inodes.contains_key(&e.ino) {
-                    *links.entry(e.ino).or_default() += 1;
-                } else {
-                    out.push(f(
-                        "E_DANGLING_ENTRY",
-                        format!("entry names inode {}, which does not exist", e.ino),
-                        "fsck-crypt check --repair removes the entry",
                     ));
                 }
                 names.push(&e.name);
@@ -329,5 +492,70 @@ fn check_inode(
             }
         }
         Body::Special => {}
+    }
+}
+
+/// Per-snapshot parent links, for paths in findings: each inode's first
+/// parent on a breadth-first walk from the root, with the entry's encrypted
+/// name. Computed once per snapshot.
+pub struct ParentMap<'a> {
+    parent: HashMap<u64, (u64, &'a [u8])>,
+    root: u64,
+}
+
+impl<'a> ParentMap<'a> {
+    pub fn new(snap: &'a Snapshot) -> Self {
+        let mut parent: HashMap<u64, (u64, &'a [u8])> = HashMap::with_capacity(snap.inodes.len());
+        let mut queue = std::collections::VecDeque::from([snap.root]);
+        let mut seen: HashSet<u64> = HashSet::from([snap.root]);
+        while let Some(d) = queue.pop_front() {
+            let Some(Inode {
+                body: Body::Dir { entries, .. },
+                ..
+            }) = snap.inodes.get(&d)
+            else {
+                continue;
+            };
+            for e in entries {
+                if e.ino != snap.root && !parent.contains_key(&e.ino) {
+                    parent.insert(e.ino, (d, &e.name));
+                }
+                if seen.insert(e.ino) {
+                    queue.push_back(e.ino);
+                }
+            }
+        }
+        ParentMap { parent, root: snap.root }
+    }
+
+    /// The chain of `(directory, encrypted name)` from the root down to `ino`,
+    /// or `None` when `ino` is not reachable.
+    pub fn chain(&self, ino: u64) -> Option<Vec<(u64, &'a [u8])>> {
+        let mut out = Vec::new();
+        let mut cur = ino;
+        while cur != self.root {
+            let &(p, name) = self.parent.get(&cur)?;
+            out.push((p, name));
+            cur = p;
+            if out.len() > self.parent.len() {
+                return None;
+            }
+        }
+        out.reverse();
+        Some(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn range_difference_cases() {
+        assert_eq!(range_difference(&[(10, 10)], &[]), vec![(10, 10)]);
+        assert_eq!(range_difference(&[(10, 10)], &[(10, 10)]), vec![]);
+        assert_eq!(range_difference(&[(10, 10)], &[(12, 2), (15, 1)]), vec![(10, 2), (14, 1), (16, 4)]);
+        assert_eq!(range_difference(&[(10, 5), (20, 5)], &[(5, 7), (14, 8)]), vec![(12, 2), (22, 3)]);
+        assert_eq!(range_difference(&[], &[(1, 3)]), vec![]);
     }
 }
