@@ -188,7 +188,12 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
     }
     let s = &r.summary;
     if s.errors + s.warnings == 0 {
-        writeln!(out, "{}: clean{}", a.image.display(), if r.repairs.is_empty() { "" } else { " after repair" })?;
+        writeln!(
+            out,
+            "{}: clean{}",
+            a.image.display(),
+            if r.repairs.is_empty() { "" } else { " after repair" }
+        )?;
     } else {
         writeln!(
             out,

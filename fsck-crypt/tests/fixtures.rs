@@ -34,7 +34,13 @@ fn manifest(dir: &Path) -> Vec<Case> {
 /// The case's arguments with key files resolved against `dir`.
 fn args(dir: &Path, args: &[String]) -> Vec<String> {
     args.iter()
-        .map(|a| if a.ends_with(".key") { dir.join(a).display().to_string() } else { a.clone() })
+        .map(|a| {
+            if a.ends_with(".key") {
+                dir.join(a).display().to_string()
+            } else {
+                a.clone()
+            }
+        })
         .collect()
 }
 
@@ -60,7 +66,13 @@ fn run_lib(image: &Path, args: &[String], repair: bool) -> Report {
 }
 
 fn run_bin(image: &Path, args: &[String], extra: &[&str]) -> (i32, String) {
-    let out = bin().arg("check").arg(image).args(args).args(extra).output().expect("run fsck-crypt");
+    let out = bin()
+        .arg("check")
+        .arg(image)
+        .args(args)
+        .args(extra)
+        .output()
+        .expect("run fsck-crypt");
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
@@ -171,7 +183,12 @@ fn repair_then_check_and_no_content_changes() {
         let (code, out) = run_bin(&image, &a, &[]);
         assert_eq!(code, after_exit, "{}: check after --repair; output:\n{out}", c.class);
         if repair_exit & 1 == 0 {
-            assert_eq!(fs::read(&image).unwrap(), before, "{}: nothing repaired, yet the image changed", c.class);
+            assert_eq!(
+                fs::read(&image).unwrap(),
+                before,
+                "{}: nothing repaired, yet the image changed",
+                c.class
+            );
             continue;
         }
         // Fixed: every file reads back as in the clean image.
@@ -222,7 +239,12 @@ fn interrupted_repair_loses_nothing() {
             .env(libimage::image::FAIL_ENV, n.to_string())
             .output()
             .unwrap();
-        assert_eq!(out.status.code(), Some(8), "fault after {n} writes: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(8),
+            "fault after {n} writes: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let r = run_lib(&image, &[], false);
         assert_eq!(r.codes(), vec!["E_REFCOUNT"], "after a fault at write {n}");
         if n == 2 {
@@ -244,7 +266,11 @@ fn operational_errors_exit_8_and_usage_16() {
     assert_eq!(run_bin(t.path(), &[], &[]).0, 8, "a directory");
     let badkey = t.path().join("short.key");
     fs::write(&badkey, [1u8; 5]).unwrap();
-    assert_eq!(run_bin(&clean, &["--key-file".into(), badkey.display().to_string()], &[]).0, 8, "bad key file");
+    assert_eq!(
+        run_bin(&clean, &["--key-file".into(), badkey.display().to_string()], &[]).0,
+        8,
+        "bad key file"
+    );
     assert_eq!(run_bin(&clean, &["--snapshot".into(), "nope".into()], &[]).0, 8, "unknown snapshot");
     let out = bin().arg("check").output().unwrap();
     assert_eq!(out.status.code(), Some(16), "no image argument");
@@ -263,8 +289,14 @@ fn keys_right_wrong_and_extra() {
     let image = dir.join("clean.img");
     let key = dir.join("test.key").display().to_string();
     let other = dir.join("other.key").display().to_string();
-    let id = MasterKey::from_bytes(&mkfixtures::test_key_bytes()).unwrap().identifier().to_string();
-    let other_id = MasterKey::from_bytes(&mkfixtures::other_key_bytes()).unwrap().identifier().to_string();
+    let id = MasterKey::from_bytes(&mkfixtures::test_key_bytes())
+        .unwrap()
+        .identifier()
+        .to_string();
+    let other_id = MasterKey::from_bytes(&mkfixtures::other_key_bytes())
+        .unwrap()
+        .identifier()
+        .to_string();
 
     let right = run_lib(&image, &["--key-file".into(), key.clone(), "--data".into()], false);
     assert_eq!(right.exit_code, 0);
@@ -274,14 +306,21 @@ fn keys_right_wrong_and_extra() {
     assert!(cov.keys[0].given && cov.keys[0].policy && cov.keys[0].key_id == id);
     assert_eq!((cov.keys[0].directories, cov.keys[0].symlinks), (3, 1));
     assert!(right.summary.bytes_checked.extents_verified_with_key >= 4);
-    assert_eq!(right.summary.bytes_checked.extents_verified_with_key, right.summary.bytes_checked.extents_scrubbed);
+    assert_eq!(
+        right.summary.bytes_checked.extents_verified_with_key,
+        right.summary.bytes_checked.extents_scrubbed
+    );
 
     let wrong = run_lib(&image, &["--key-file".into(), other.clone()], false);
     assert_eq!(wrong.exit_code, 4);
     let unused = wrong.findings.iter().find(|f| f.code == "W_KEY_UNUSED").unwrap();
     assert!(unused.message.contains(&other_id), "{}", unused.message);
     let missing = wrong.findings.iter().find(|f| f.code == "I_KEY_MISSING").unwrap();
-    assert!(missing.message.contains(&format!("not verifiable without key {id}")), "{}", missing.message);
+    assert!(
+        missing.message.contains(&format!("not verifiable without key {id}")),
+        "{}",
+        missing.message
+    );
     assert!(!wrong.summary.key_coverage[0].keys[0].given);
 
     let both = run_lib(&image, &["--key-file".into(), key, "--key-file".into(), other], false);
@@ -307,7 +346,11 @@ fn paths_use_nokey_names_without_key_and_real_names_with_it() {
     assert!(p.starts_with('/') && !p.contains("d1"), "{p}");
     let r = run_lib(&image, &["--key-file".into(), dir.join("test.key").display().to_string()], false);
     assert_eq!(r.findings[0].at.path.as_deref(), Some("/d1"));
-    let r = run_lib(&dir.join("data_flip.img"), &["--key-file".into(), dir.join("test.key").display().to_string(), "--data".into()], false);
+    let r = run_lib(
+        &dir.join("data_flip.img"),
+        &["--key-file".into(), dir.join("test.key").display().to_string(), "--data".into()],
+        false,
+    );
     assert_eq!(r.findings[0].at.path.as_deref(), Some("/a.txt"), "{:?}", r.findings);
     assert!(r.findings[0].at.extent.is_some());
 }

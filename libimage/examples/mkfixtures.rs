@@ -142,7 +142,12 @@ pub fn build_clean(dest: &Path, key: &MasterKey) -> Res<()> {
     file(&mut b, "d1/b.bin", &big)?;
     entry(&mut b, "d1/d2", S_IFDIR | 0o700, SourceKind::Dir)?;
     file(&mut b, "d1/d2/c.txt", b"c")?;
-    entry(&mut b, "link", libimage::inode::S_IFLNK | 0o777, SourceKind::Symlink { target: b"a.txt".to_vec() })?;
+    entry(
+        &mut b,
+        "link",
+        libimage::inode::S_IFLNK | 0o777,
+        SourceKind::Symlink { target: b"a.txt".to_vec() },
+    )?;
     entry(&mut b, "d1/hard", S_IFREG | 0o644, SourceKind::HardLink { target: path("a.txt") })?;
     entry(&mut b, "fifo", S_IFIFO | 0o600, SourceKind::Special)?;
     b.finish();
@@ -259,14 +264,35 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         case("clean image", "clean.img", &[], &[], 0, Some([0, 0])),
         case("clean image, data scrub", "clean.img", &["--data"], &[], 0, None),
         case("right key", "clean.img", &["--key-file", k, "--data"], &[], 0, None),
-        case("wrong key", "clean.img", &["--key-file", o], &["I_KEY_MISSING", "W_KEY_UNUSED"], 4, None),
-        case("two keys, one needed", "clean.img", &["--key-file", k, "--key-file", o], &["W_KEY_UNUSED"], 4, None),
+        case(
+            "wrong key",
+            "clean.img",
+            &["--key-file", o],
+            &["I_KEY_MISSING", "W_KEY_UNUSED"],
+            4,
+            None,
+        ),
+        case(
+            "two keys, one needed",
+            "clean.img",
+            &["--key-file", k, "--key-file", o],
+            &["W_KEY_UNUSED"],
+            4,
+            None,
+        ),
     ];
 
     // A bit flip in the older (spare) superblock slot.
     let p = copy("sb_flip.img")?;
     flip(&p, (1 - sb.slot()) * bs + 40, 0x04)?;
-    cases.push(case("bit flip in the spare superblock", "sb_flip.img", &[], &["W_SUPERBLOCK_SLOT"], 4, Some([1, 0])));
+    cases.push(case(
+        "bit flip in the spare superblock",
+        "sb_flip.img",
+        &[],
+        &["W_SUPERBLOCK_SLOT"],
+        4,
+        Some([1, 0]),
+    ));
 
     // A bit flip in the live superblock: the image falls back to the first,
     // empty generation, which the checker must not call clean.
@@ -284,7 +310,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // A flip in a metadata block.
     let p = copy("meta_flip.img")?;
     flip(&p, sb.meta_start * bs + 100, 0x01)?;
-    cases.push(case("flip in a metadata block", "meta_flip.img", &[], &["E_META_BLOCK"], 4, Some([4, 4])));
+    cases.push(case(
+        "flip in a metadata block",
+        "meta_flip.img",
+        &[],
+        &["E_META_BLOCK"],
+        4,
+        Some([4, 4]),
+    ));
 
     // A flip in file data: found only by the scrub.
     let p = copy("data_flip.img")?;
@@ -308,7 +341,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         }
         Ok(())
     })?;
-    cases.push(case("overlapping extents", "overlap.img", &[], &["E_EXTENT_OVERLAP"], 4, Some([4, 4])));
+    cases.push(case(
+        "overlapping extents",
+        "overlap.img",
+        &[],
+        &["E_EXTENT_OVERLAP"],
+        4,
+        Some([4, 4]),
+    ));
 
     // A wrong refcount.
     let p = copy("refcount.img")?;
@@ -343,7 +383,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         Ok(())
     })?;
     cases.push(case("orphaned inode, no key", "orphan.img", &[], &["E_ORPHAN"], 4, Some([4, 4])));
-    cases.push(case("orphaned inode, with key", "orphan.img", &["--key-file", k], &["E_ORPHAN"], 4, Some([1, 0])));
+    cases.push(case(
+        "orphaned inode, with key",
+        "orphan.img",
+        &["--key-file", k],
+        &["E_ORPHAN"],
+        4,
+        Some([1, 0]),
+    ));
 
     // A directory cycle: d1/d2/loop names d1 (link count adjusted so the
     // cycle is the only finding).
@@ -397,7 +444,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         img.write_raw_extent(ctx, &[0x33; BLOCK_SIZE])?;
         Ok(())
     })?;
-    cases.push(case("leaked extent", "leaked.img", &[], &["W_EXTENT_UNREFERENCED"], 4, Some([1, 0])));
+    cases.push(case(
+        "leaked extent",
+        "leaked.img",
+        &[],
+        &["W_EXTENT_UNREFERENCED"],
+        4,
+        Some([1, 0]),
+    ));
 
     // A damaged allocation map: one extent's blocks missing from it (free but
     // referenced) and a free block in it (leaked).
@@ -408,7 +462,12 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         img.meta.extents[&first_extent(&img, lk.ino["d1/d2/c.txt"])?].clone()
     };
     raw_commit(&p, |m| {
-        let mut r: Vec<(u64, u64)> = m.extents.values().filter(|e| e.id != c_ext.id).map(|e| (e.start, u64::from(e.blocks))).collect();
+        let mut r: Vec<(u64, u64)> = m
+            .extents
+            .values()
+            .filter(|e| e.id != c_ext.id)
+            .map(|e| (e.start, u64::from(e.blocks)))
+            .collect();
         r.push((sb.meta_start, sb.meta_blocks));
         r.sort_unstable();
         m.alloc = merge_ranges(r);
@@ -442,7 +501,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         Ok(())
     })?;
     cases.push(case("damaged name, no key", "bad_name.img", &[], &[], 0, None));
-    cases.push(case("damaged name", "bad_name.img", &["--key-file", k], &["E_NAME_DECRYPT"], 4, Some([4, 4])));
+    cases.push(case(
+        "damaged name",
+        "bad_name.img",
+        &["--key-file", k],
+        &["E_NAME_DECRYPT"],
+        4,
+        Some([4, 4]),
+    ));
 
     // A damaged symlink target ciphertext.
     let p = copy("bad_symlink.img")?;
@@ -452,7 +518,14 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         }
         Ok(())
     })?;
-    cases.push(case("damaged symlink target", "bad_symlink.img", &["--key-file", k], &["E_SYMLINK_DECRYPT"], 4, Some([4, 4])));
+    cases.push(case(
+        "damaged symlink target",
+        "bad_symlink.img",
+        &["--key-file", k],
+        &["E_SYMLINK_DECRYPT"],
+        4,
+        Some([4, 4]),
+    ));
 
     let mut f = fs::File::create(dir.join("expected.json"))?;
     writeln!(f, "{}", serde_json::to_string_pretty(&cases)?)?;

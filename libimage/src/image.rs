@@ -346,7 +346,11 @@ impl Image {
         used.extend_from_slice(&self.meta.alloc);
         used.push((self.sb.meta_start, self.sb.meta_blocks));
         // Clipped to the image: damaged records may name blocks past its end.
-        let used = used.into_iter().filter(|r| r.0 < total).map(|(s, l)| (s, l.min(total - s))).collect();
+        let used = used
+            .into_iter()
+            .filter(|r| r.0 < total)
+            .map(|(s, l)| (s, l.min(total - s)))
+            .collect();
         self.free = FreeMap::from_used(total, self.free.max, used);
     }
     /// The last committed superblock.

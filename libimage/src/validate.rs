@@ -41,23 +41,95 @@ fn warn(code: &'static str, msg: String, hint: &'static str) -> Finding {
     Finding::new(code, Severity::Warning, msg, hint)
 }
 
+/// The position of each id in a sorted list of unique ids. Inode numbers and
+/// extent ids are allocated sequentially, so the usual case is a direct table
+/// (at most 16 bytes per id); ids too sparse for that fall back to binary
+/// search. No hashing, so hostile ids cannot cause collisions, and memory is
+/// bounded by the number of ids.
+pub struct PosIndex {
+    ids: Vec<u64>,
+    table: Vec<u32>,
+}
+
+impl PosIndex {
+    /// `ids` must be sorted and unique (the keys of a `BTreeMap`).
+    pub fn new(ids: Vec<u64>) -> Self {
+        let n = ids.len() as u64;
+        let table = match ids.last() {
+            Some(&max) if n < u64::from(u32::MAX) && max <= (4 * n).max(4096) => {
+                let mut t = vec![u32::MAX; max as usize + 1];
+                for (p, &id) in ids.iter().enumerate() {
+                    t[id as usize] = p as u32;
+                }
+                t
+            }
+            _ => Vec::new(),
+        };
+        PosIndex { ids, table }
+    }
+
+    /// The position of `id`, if present.
+    pub fn pos(&self, id: u64) -> Option<usize> {
+        if self.table.is_empty() {
+            return self.ids.binary_search(&id).ok();
+        }
+        let p = *self.table.get(usize::try_from(id).ok()?)?;
+        (p != u32::MAX).then_some(p as usize)
+    }
+
+    /// The id at position `p`.
+    pub fn id(&self, p: usize) -> u64 {
+        self.ids[p]
+    }
+
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+}
+
+/// Extent records by position.
+struct Extents<'a> {
+    index: PosIndex,
+    recs: Vec<&'a crate::extent::Extent>,
+}
+
+impl Extents<'_> {
+    fn pos(&self, id: u64) -> Option<usize> {
+        self.index.pos(id)
+    }
+}
+
 /// Runs every keyless metadata check and returns the findings.
 pub fn check_metadata(meta: &Metadata, geo: Geometry) -> Vec<Finding> {
     let mut out = Vec::new();
     check_extents(meta, geo, &mut out);
-    let mut refs: HashMap<u64, u64> = HashMap::new();
+    let exts = Extents {
+        index: PosIndex::new(meta.extents.keys().copied().collect()),
+        recs: meta.extents.values().collect(),
+    };
+    let mut refs: Vec<u64> = vec![0; exts.recs.len()];
     for snap in &meta.snapshots {
-        check_snapshot(meta, snap, &mut refs, &mut out);
+        check_snapshot(&exts, snap, &mut refs, &mut out);
     }
-    for e in meta.extents.values() {
-        let n = refs.get(&e.id).copied().unwrap_or(0);
+    for (e, &n) in exts.recs.iter().zip(&refs) {
         if n != u64::from(e.refcount) {
             let msg = if n == 0 {
-                format!("extent refcount is {} but no file references it (its blocks are leaked)", e.refcount)
+                format!(
+                    "extent refcount is {} but no file references it (its blocks are leaked)",
+                    e.refcount
+                )
             } else {
                 format!("extent refcount is {} but {n} file-map entries reference it", e.refcount)
             };
-            out.push(err("E_REFCOUNT", msg, "fsck-crypt check --repair recomputes refcounts").extent(e.id).block(e.start));
+            out.push(
+                err("E_REFCOUNT", msg, "fsck-crypt check --repair recomputes refcounts")
+                    .extent(e.id)
+                    .block(e.start),
+            );
         } else if n == 0 {
             out.push(
                 warn(
@@ -93,9 +165,7 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
             None
         };
         if let Some(why) = why {
-            out.push(
-                err("E_ALLOC_MAP", format!("the allocation map is malformed: {why} ({s}, +{l})"), HINT).block(s),
-            );
+            out.push(err("E_ALLOC_MAP", format!("the allocation map is malformed: {why} ({s}, +{l})"), HINT).block(s));
             return;
         }
         prev_end = end;
@@ -109,7 +179,11 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
     let describe = |v: &[(u64, u64)]| {
         let blocks: u64 = v.iter().map(|r| r.1).sum();
         let shown: Vec<String> = v.iter().take(4).map(|(s, l)| format!("{s}..{}", s + l)).collect();
-        let more = if v.len() > 4 { format!(" and {} more", v.len() - 4) } else { String::new() };
+        let more = if v.len() > 4 {
+            format!(" and {} more", v.len() - 4)
+        } else {
+            String::new()
+        };
         (blocks, format!("{}{more}", shown.join(", ")))
     };
     if !leaked.is_empty() {
@@ -248,91 +322,118 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
 }
 
 /// The shape of one snapshot's directory graph, shared with the checker's
-/// repair (which moves orphans) and path reporting.
-#[derive(Debug, Default)]
+/// repair (which moves orphans) and path reporting. Per-inode values are kept
+/// by position in the snapshot's sorted inode numbers.
 pub struct TreeShape {
-    /// Number of entries naming each inode.
-    pub links: HashMap<u64, u64>,
-    /// Inodes reachable from the root.
-    pub reached: HashSet<u64>,
+    inos: PosIndex,
+    links: Vec<u64>,
+    reached: Vec<bool>,
     /// Unreachable inodes that no entry names at all: the roots of orphaned
     /// subtrees (what `lost+found` receives), sorted.
     pub orphans: Vec<u64>,
-    /// Directories reached twice, or unreachable directories in a cycle.
+    /// `(parent, directory)`: directories reached a second time, or
+    /// unreachable directories in a cycle (`parent == directory`).
     pub cycles: Vec<(u64, u64)>,
     /// Entries naming inodes that do not exist: (directory, index in entries).
     pub dangling: Vec<(u64, usize)>,
 }
 
+impl TreeShape {
+    /// Number of entries naming `ino`.
+    pub fn links(&self, ino: u64) -> u64 {
+        self.inos.pos(ino).map_or(0, |p| self.links[p])
+    }
+    /// Whether `ino` is reachable from the root.
+    pub fn is_reached(&self, ino: u64) -> bool {
+        self.inos.pos(ino).is_some_and(|p| self.reached.get(p).copied().unwrap_or(false))
+    }
+}
+
 /// Walks a snapshot's directory graph from the root (iteratively).
 pub fn tree_shape(snap: &Snapshot) -> TreeShape {
-    let mut t = TreeShape::default();
-    for ino in snap.inodes.values() {
-        if let Body::Dir { entries, .. } = &ino.body {
+    let nodes: Vec<&Inode> = snap.inodes.values().collect();
+    let inos = PosIndex::new(snap.inodes.keys().copied().collect());
+    let n = nodes.len();
+    let pos = |ino: u64| inos.pos(ino);
+    let mut links = vec![0u64; n];
+    let mut dangling = Vec::new();
+    for node in &nodes {
+        if let Body::Dir { entries, .. } = &node.body {
             for (i, e) in entries.iter().enumerate() {
-                if snap.inodes.contains_key(&e.ino) {
-                    *t.links.entry(e.ino).or_default() += 1;
-                } else {
-                    t.dangling.push((ino.ino, i));
+                match pos(e.ino) {
+                    Some(p) => links[p] += 1,
+                    None => dangling.push((node.ino, i)),
                 }
             }
         }
     }
-    if !snap.inodes.get(&snap.root).is_some_and(Inode::is_dir) {
-        return t;
-    }
+    let mut orphans = Vec::new();
+    let mut cycles = Vec::new();
+    let Some(root) = pos(snap.root).filter(|&p| nodes[p].is_dir()) else {
+        return TreeShape {
+            inos,
+            links,
+            reached: vec![false; n],
+            orphans,
+            cycles,
+            dangling,
+        };
+    };
     // `visit` marks every directory reached from `start`; a directory reached
     // a second time is reported as a cycle (or a hard-linked directory).
-    let mut seen_dir: HashSet<u64> = HashSet::new();
-    let mut visit = |start: u64, reached: &mut HashSet<u64>, cycles: &mut Vec<(u64, u64)>| {
-        seen_dir.insert(start);
-        reached.insert(start);
+    let mut seen_dir = vec![false; n];
+    let mut visit = |start: usize, reached: &mut Vec<bool>, cycles: &mut Vec<(u64, u64)>| {
+        seen_dir[start] = true;
+        reached[start] = true;
         let mut stack = vec![start];
         while let Some(d) = stack.pop() {
-            let Some(Inode {
-                body: Body::Dir { entries, .. },
-                ..
-            }) = snap.inodes.get(&d)
-            else {
-                continue;
-            };
+            let Body::Dir { entries, .. } = &nodes[d].body else { continue };
             for e in entries {
-                let Some(child) = snap.inodes.get(&e.ino) else { continue };
-                reached.insert(e.ino);
-                if child.is_dir() {
-                    if seen_dir.insert(e.ino) {
-                        stack.push(e.ino);
+                let Some(c) = pos(e.ino) else { continue };
+                reached[c] = true;
+                if nodes[c].is_dir() {
+                    if seen_dir[c] {
+                        cycles.push((nodes[d].ino, e.ino));
                     } else {
-                        cycles.push((d, e.ino));
+                        seen_dir[c] = true;
+                        stack.push(c);
                     }
                 }
             }
         }
     };
-    visit(snap.root, &mut t.reached, &mut t.cycles);
+    let mut reached = vec![false; n];
+    visit(root, &mut reached, &mut cycles);
     // Orphans: unreachable inodes nothing names. Their subtrees are walked so
     // that cycles among unreachable directories are found too.
-    let mut orphan_reached: HashSet<u64> = HashSet::new();
-    for ino in snap.inodes.keys() {
-        if !t.reached.contains(ino) && !t.links.contains_key(ino) {
-            t.orphans.push(*ino);
-            visit(*ino, &mut orphan_reached, &mut t.cycles);
+    let mut orphan_reached = vec![false; n];
+    for p in 0..n {
+        if !reached[p] && links[p] == 0 {
+            orphans.push(nodes[p].ino);
+            visit(p, &mut orphan_reached, &mut cycles);
         }
     }
     // Unreachable directories not below any orphan are in a pure cycle.
-    for ino in snap.inodes.values() {
-        if ino.is_dir() && !t.reached.contains(&ino.ino) && !orphan_reached.contains(&ino.ino) {
-            t.cycles.push((ino.ino, ino.ino));
-            visit(ino.ino, &mut orphan_reached, &mut Vec::new());
+    for p in 0..n {
+        if nodes[p].is_dir() && !reached[p] && !orphan_reached[p] {
+            cycles.push((nodes[p].ino, nodes[p].ino));
+            visit(p, &mut orphan_reached, &mut Vec::new());
         }
     }
-    t
+    TreeShape {
+        inos,
+        links,
+        reached,
+        orphans,
+        cycles,
+        dangling,
+    }
 }
 
-fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>, out: &mut Vec<Finding>) {
+fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &mut Vec<Finding>) {
     let s = snap.name.as_str();
     for ino in snap.inodes.values() {
-        check_inode(meta, snap, ino, refs, out);
+        check_inode(exts, snap, ino, refs, out);
     }
     match snap.inodes.get(&snap.root) {
         Some(r) if r.is_dir() => {}
@@ -370,11 +471,14 @@ fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>
         } else {
             format!("directory {dir} is reached a second time from directory {parent} (cycle or hard-linked directory)")
         };
-        out.push(err("E_DIR_CYCLE", msg, "fsck-crypt cannot repair this; restore from backup").snapshot(s).inode(dir));
+        out.push(
+            err("E_DIR_CYCLE", msg, "fsck-crypt cannot repair this; restore from backup")
+                .snapshot(s)
+                .inode(dir),
+        );
     }
-    let orphans: HashSet<u64> = t.orphans.iter().copied().collect();
-    for ino in snap.inodes.values() {
-        if orphans.contains(&ino.ino) {
+    for (ino, &links) in snap.inodes.values().zip(&t.links) {
+        if t.orphans.binary_search(&ino.ino).is_ok() {
             out.push(
                 err(
                     "E_ORPHAN",
@@ -386,11 +490,7 @@ fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>
             );
             continue;
         }
-        let expected = if ino.ino == snap.root {
-            1
-        } else {
-            t.links.get(&ino.ino).copied().unwrap_or(0)
-        };
+        let expected = if ino.ino == snap.root { 1 } else { links };
         if u64::from(ino.nlink) != expected {
             out.push(
                 err(
@@ -405,7 +505,7 @@ fn check_snapshot(meta: &Metadata, snap: &Snapshot, refs: &mut HashMap<u64, u64>
     }
 }
 
-fn check_inode(meta: &Metadata, snap: &Snapshot, ino: &Inode, refs: &mut HashMap<u64, u64>, out: &mut Vec<Finding>) {
+fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64], out: &mut Vec<Finding>) {
     let s = snap.name.as_str();
     let f = |code, msg: String, hint| err(code, msg, hint).snapshot(s).inode(ino.ino);
     match &ino.body {
@@ -432,7 +532,11 @@ fn check_inode(meta: &Metadata, snap: &Snapshot, ino: &Inode, refs: &mut HashMap
                 }
                 names.push(&e.name);
             }
-            names.sort_unstable();
+            // Writers keep entries sorted by ciphertext: then one pass
+            // suffices; otherwise sort.
+            if !names.windows(2).all(|w| w[0] < w[1]) {
+                names.sort_unstable();
+            }
             if names.windows(2).any(|w| w[0] == w[1]) {
                 out.push(f(
                     "E_DUP_NAME",
@@ -461,7 +565,10 @@ fn check_inode(meta: &Metadata, snap: &Snapshot, ino: &Inode, refs: &mut HashMap
             let max_lblk = ino.size.div_ceil(BLOCK_SIZE as u64);
             let mut next = 0u64;
             for m in map {
-                *refs.entry(m.extent).or_default() += 1;
+                let e = exts.pos(m.extent).map(|p| {
+                    refs[p] += 1;
+                    exts.recs[p]
+                });
                 let end = m.lblk.checked_add(u64::from(m.blocks));
                 if m.blocks == 0 || m.lblk < next || end.is_none_or(|e| e > max_lblk) {
                     out.push(f(
@@ -474,7 +581,7 @@ fn check_inode(meta: &Metadata, snap: &Snapshot, ino: &Inode, refs: &mut HashMap
                     ));
                 }
                 next = end.unwrap_or(u64::MAX);
-                match meta.extents.get(&m.extent) {
+                match e {
                     None => out.push(f(
                         "E_DANGLING_EXTENT",
                         format!("map references extent {}, which does not exist", m.extent),

@@ -9,14 +9,16 @@
 //! or damaged ciphertext breaks with overwhelming probability for names longer
 //! than a few bytes of padding.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::BTreeMap;
 
 use crate::crypto::{valid_name_ct_len, KeyId};
+use crate::extent::Extent;
 use crate::finding::{Finding, Severity};
 use crate::image::Keyring;
 use crate::inode::{symlink_ciphertext, Body};
 use crate::meta::Metadata;
 use crate::snapshot::Snapshot;
+use crate::validate::PosIndex;
 
 use super::{KeyNeed, KeyUse, SnapshotKeys};
 
@@ -29,18 +31,22 @@ struct Counts {
 }
 
 /// Every key a snapshot needs, with what uses it.
-fn coverage(meta: &Metadata, snap: &Snapshot) -> BTreeMap<KeyId, Counts> {
+fn coverage(exts: &(PosIndex, Vec<&Extent>), snap: &Snapshot) -> BTreeMap<KeyId, Counts> {
     let mut m: BTreeMap<KeyId, Counts> = BTreeMap::new();
     m.entry(snap.policy).or_default().policy = true;
-    let mut seen: HashSet<u64> = HashSet::new();
+    // Distinct extents, by position, without hashing.
+    let mut seen = vec![false; exts.1.len()];
     for ino in snap.inodes.values() {
         match &ino.body {
             Body::Dir { ctx, .. } => m.entry(ctx.key).or_default().dirs += 1,
             Body::Symlink { ctx, .. } => m.entry(ctx.key).or_default().symlinks += 1,
             Body::File { map } => {
                 for me in map {
-                    if let (true, Some(e)) = (seen.insert(me.extent), meta.extents.get(&me.extent)) {
-                        m.entry(e.ctx.key).or_default().extents += 1;
+                    if let Some(p) = exts.0.pos(me.extent) {
+                        if !seen[p] {
+                            seen[p] = true;
+                            m.entry(exts.1[p].ctx.key).or_default().extents += 1;
+                        }
                     }
                 }
             }
@@ -51,8 +57,8 @@ fn coverage(meta: &Metadata, snap: &Snapshot) -> BTreeMap<KeyId, Counts> {
 }
 
 /// Number of contexts in the whole image naming each key.
-fn uses(meta: &Metadata) -> HashMap<KeyId, u64> {
-    let mut m: HashMap<KeyId, u64> = HashMap::new();
+fn uses(meta: &Metadata) -> BTreeMap<KeyId, u64> {
+    let mut m: BTreeMap<KeyId, u64> = BTreeMap::new();
     for e in meta.extents.values() {
         *m.entry(e.ctx.key).or_default() += 1;
     }
@@ -92,8 +98,12 @@ pub(super) fn check(meta: &Metadata, selected: &[&Snapshot], keys: &Keyring, out
         });
     }
     let mut report = Vec::new();
+    let exts = (
+        PosIndex::new(meta.extents.keys().copied().collect()),
+        meta.extents.values().collect(),
+    );
     for snap in selected {
-        let cov = coverage(meta, snap);
+        let cov = coverage(&exts, snap);
         let mut needs = Vec::new();
         for (id, c) in &cov {
             let have = keys.get(id).is_some();
@@ -153,7 +163,7 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                 }
                 let Some(key) = keys.get(&ctx.key) else { continue };
                 let cipher = key.names_key(&ctx.nonce);
-                let mut seen: HashSet<Vec<u8>> = HashSet::with_capacity(entries.len());
+                let mut plain: Vec<(Vec<u8>, u64)> = Vec::with_capacity(entries.len());
                 for e in entries {
                     if !valid_name_ct_len(e.name.len()) {
                         continue; // reported as E_NAME_LEN
@@ -180,26 +190,34 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                                     Finding::new(
                                         "E_NAME_INVALID",
                                         Severity::Error,
-                                        format!("the entry for inode {} decrypts to the reserved name {:?}", e.ino, String::from_utf8_lossy(&name)),
+                                        format!(
+                                            "the entry for inode {} decrypts to the reserved name {:?}",
+                                            e.ino,
+                                            String::from_utf8_lossy(&name)
+                                        ),
                                         "the entry was not written by cryptimg; restore from backup",
                                     )
                                     .snapshot(s)
                                     .inode(ino.ino),
                                 );
-                            } else if !seen.insert(name) {
-                                out.push(
-                                    Finding::new(
-                                        "E_DUP_NAME_DECRYPTED",
-                                        Severity::Error,
-                                        format!("two entries of directory {} decrypt to the same name", ino.ino),
-                                        "rename one of the files after extracting",
-                                    )
-                                    .snapshot(s)
-                                    .inode(target),
-                                );
+                            } else {
+                                plain.push((name, target));
                             }
                         }
                     }
+                }
+                plain.sort_unstable();
+                for w in plain.windows(2).filter(|w| w[0].0 == w[1].0) {
+                    out.push(
+                        Finding::new(
+                            "E_DUP_NAME_DECRYPTED",
+                            Severity::Error,
+                            format!("two entries of directory {} decrypt to the same name", ino.ino),
+                            "rename one of the files after extracting",
+                        )
+                        .snapshot(s)
+                        .inode(w[1].1),
+                    );
                 }
             }
             Body::Symlink { ctx, blob } => {
@@ -218,7 +236,9 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                 };
                 if let Some(msg) = problem {
                     out.push(
-                        Finding::new("E_SYMLINK_DECRYPT", Severity::Error, msg, "recreate the link").snapshot(s).inode(ino.ino),
+                        Finding::new("E_SYMLINK_DECRYPT", Severity::Error, msg, "recreate the link")
+                            .snapshot(s)
+                            .inode(ino.ino),
                     );
                 }
             }

@@ -21,6 +21,7 @@
 //! 7. with `--repair`: the safe repairs in one commit, then a fresh check
 //!    (`repair.rs`).
 
+mod decode;
 mod keyed;
 mod repair;
 mod scrub;
@@ -204,7 +205,9 @@ pub(crate) struct Checked {
 
 /// The little-endian u64 at `off` of `b`, if it is long enough.
 fn raw_u64(b: &[u8], off: usize) -> Option<u64> {
-    b.get(off..off + 8).and_then(|x| <[u8; 8]>::try_from(x).ok()).map(u64::from_le_bytes)
+    b.get(off..off + 8)
+        .and_then(|x| <[u8; 8]>::try_from(x).ok())
+        .map(u64::from_le_bytes)
 }
 
 fn io_or(e: Error) -> std::result::Result<Error, Error> {
@@ -246,7 +249,13 @@ fn run(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress
         report.generation = Some(sb.generation);
         if let Some(meta) = c.metadata(&sb)? {
             loaded = Some(sb.generation);
-            c.structure(&meta, &sb, &mut report.summary, progress)?;
+            let r = c.structure(&meta, &sb, &mut report.summary, progress);
+            // Freeing a large decoded metadata takes a while (millions of
+            // allocations); do it off the caller's path.
+            if meta.extents.len() + meta.snapshots.iter().map(|s| s.inodes.len()).sum::<usize>() > 50_000 {
+                std::thread::spawn(move || drop(meta));
+            }
+            r?;
         }
     }
     progress.finish();
@@ -285,6 +294,9 @@ struct Checker<'a> {
     bytes: BytesChecked,
     stale_slot: Option<u64>,
 }
+
+/// Metadata region read size: 1 MiB.
+const READ_CHUNK_BLOCKS: u64 = 256;
 
 const SB_HINT: &str = "fsck-crypt check --repair rewrites this slot with a fresh commit";
 
@@ -406,7 +418,13 @@ impl Checker<'_> {
                 if let Some(why) = why {
                     self.stale_slot = Some(other);
                     self.push(
-                        Finding::new("W_SUPERBLOCK_SLOT", Severity::Warning, format!("superblock slot {other} {why}"), SB_HINT).block(other),
+                        Finding::new(
+                            "W_SUPERBLOCK_SLOT",
+                            Severity::Warning,
+                            format!("superblock slot {other} {why}"),
+                            SB_HINT,
+                        )
+                        .block(other),
                     );
                 }
             }
@@ -419,7 +437,11 @@ impl Checker<'_> {
                         Finding::new(
                             "W_SUPERBLOCK_SLOT",
                             Severity::Warning,
-                            format!("superblock slot {slot} holds generation {}, which belongs in slot {}", s.generation, s.generation % 2),
+                            format!(
+                                "superblock slot {slot} holds generation {}, which belongs in slot {}",
+                                s.generation,
+                                s.generation % 2
+                            ),
                             SB_HINT,
                         )
                         .block(slot),
@@ -507,36 +529,64 @@ impl Checker<'_> {
             );
             return Ok(None);
         }
-        // Bounded by the file's length, checked above.
-        let region = crate::image::read_blocks_from(self.file, sb.meta_start, sb.meta_blocks, "metadata region").map_err(|e| {
-            match e {
-                Error::Io { .. } => e,
-                other => Error::Invalid(format!("reading the metadata region: {other}")),
-            }
-        })?;
-        self.bytes.metadata += region.len() as u64;
-        let stream = match metablock::decode(&region, sb.meta_start, sb.generation, sb.meta_bytes) {
-            Ok(s) => s,
-            Err(errs) => {
-                for e in errs {
-                    let block = match &e {
-                        Error::Corrupt { at, .. } => at.offset.map(|o| o / BLOCK_SIZE as u64),
-                        _ => None,
-                    };
-                    let mut f = Finding::new(
-                        "E_META_BLOCK",
-                        Severity::Error,
-                        format!("{e}"),
-                        "the metadata is damaged; restore from backup (the previous generation may still be readable)",
-                    );
-                    if let Some(b) = block {
-                        f = f.block(b);
+        // Read in chunks, each checked block by block with
+        // `metablock::check_block` (as `metablock::decode` does), so a large
+        // region is never held twice. Every bad block is reported.
+        // Sizes are bounded by the file's length, checked above.
+        let chunk_blocks = READ_CHUNK_BLOCKS.min(sb.meta_blocks);
+        let mut buf = vec![0u8; (chunk_blocks * BLOCK_SIZE as u64) as usize];
+        let mut stream: Vec<u8> = Vec::with_capacity(sb.meta_bytes as usize);
+        let mut errs = Vec::new();
+        let mut done = 0u64;
+        while done < sb.meta_blocks {
+            let n = chunk_blocks.min(sb.meta_blocks - done);
+            let part = &mut buf[..(n * BLOCK_SIZE as u64) as usize];
+            self.file
+                .read_exact_at(part, (sb.meta_start + done) * BLOCK_SIZE as u64)
+                .map_err(|e| Error::io(format!("reading the metadata region at block {}", sb.meta_start + done), e))?;
+            self.bytes.metadata += part.len() as u64;
+            for (i, blk) in part.chunks(BLOCK_SIZE).enumerate() {
+                let want = (sb.meta_bytes - stream.len() as u64).min(metablock::PAYLOAD as u64) as usize;
+                match metablock::check_block(blk, sb.meta_start + done + i as u64, sb.generation) {
+                    Ok(payload) => stream.extend_from_slice(&payload[..want]),
+                    Err(e) => {
+                        errs.push(e);
+                        stream.resize(stream.len() + want, 0);
                     }
-                    self.push(f);
                 }
-                return Ok(None);
             }
-        };
+            done += n;
+        }
+        drop(buf);
+        if (stream.len() as u64) < sb.meta_bytes {
+            errs.push(Error::corrupt(
+                crate::error::CorruptKind::Truncated {
+                    needed: sb.meta_bytes,
+                    available: stream.len() as u64,
+                },
+                "metadata region",
+                Some(sb.meta_start * BLOCK_SIZE as u64),
+            ));
+        }
+        if !errs.is_empty() {
+            for e in errs {
+                let block = match &e {
+                    Error::Corrupt { at, .. } => at.offset.map(|o| o / BLOCK_SIZE as u64),
+                    _ => None,
+                };
+                let mut f = Finding::new(
+                    "E_META_BLOCK",
+                    Severity::Error,
+                    format!("{e}"),
+                    "the metadata is damaged; restore from backup (the previous generation may still be readable)",
+                );
+                if let Some(b) = block {
+                    f = f.block(b);
+                }
+                self.push(f);
+            }
+            return Ok(None);
+        }
         let crc = crate::bytes::crc32c(&stream);
         if crc != sb.meta_crc {
             self.push(
@@ -553,7 +603,7 @@ impl Checker<'_> {
             );
             return Ok(None);
         }
-        match Metadata::from_bytes(&stream) {
+        match decode::decode(stream) {
             Ok(m) => Ok(Some(m)),
             Err(e) => {
                 let e = io_or(e)?;
@@ -588,7 +638,17 @@ impl Checker<'_> {
             }
             None => meta.snapshots.iter().collect(),
         };
-        self.findings.extend(check_metadata(meta, geo));
+        // The structural checks and the key checks only read the metadata:
+        // run them side by side.
+        let keys = self.keys;
+        let mut keyed_findings = Vec::new();
+        let (structural, keyed) = std::thread::scope(|s| {
+            let h = s.spawn(|| keyed::check(meta, &selected, keys, &mut keyed_findings));
+            let structural = check_metadata(meta, geo);
+            (structural, h.join())
+        });
+        let (coverage, uses) = keyed.map_err(|_| Error::Invalid("internal error: the key check panicked".into()))?;
+        self.findings.extend(structural);
         let data_end_block = self.flen / BLOCK_SIZE as u64;
         if self.flen < sb.total_blocks.saturating_mul(BLOCK_SIZE as u64) {
             for e in meta.extents.values() {
@@ -606,11 +666,21 @@ impl Checker<'_> {
                 }
             }
         }
-        let (coverage, uses) = keyed::check(meta, &selected, self.keys, &mut self.findings);
+        self.findings.extend(keyed_findings);
         summary.key_coverage = coverage;
         summary.keys_given = uses;
         if self.opts.data {
-            scrub::scrub(self.file, self.flen, meta, &selected, sb, self.keys, &mut self.findings, &mut self.bytes, progress)?;
+            scrub::scrub(
+                self.file,
+                self.flen,
+                meta,
+                &selected,
+                sb,
+                self.keys,
+                &mut self.findings,
+                &mut self.bytes,
+                progress,
+            )?;
         }
         fill_paths(meta, self.keys, &mut self.findings);
         Ok(())

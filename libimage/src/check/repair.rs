@@ -99,7 +99,8 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
         return Ok(o);
     }
     let Some(generation) = checked.loaded else {
-        o.not_repaired.push("the metadata could not be read, so nothing can be repaired".into());
+        o.not_repaired
+            .push("the metadata could not be read, so nothing can be repaired".into());
         return Ok(o);
     };
     if has("E_TRUNCATED") {
@@ -108,7 +109,9 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     }
     let (mut img, _) = Image::open_unchecked(path, Access::ReadWrite)?;
     if img.superblock().generation != generation {
-        return Err(Error::Invalid("the image changed while it was being checked; run the check again".into()));
+        return Err(Error::Invalid(
+            "the image changed while it was being checked; run the check again".into(),
+        ));
     }
     img.reserve_stored_alloc();
     let time = now();
@@ -196,7 +199,9 @@ fn fix_tree(snap: &mut Snapshot, keys: &Keyring, time: i64, o: &mut Outcome) -> 
         let parents = ParentMap::new(snap);
         let mut cache = HashMap::new();
         for &(dir, i) in &shape.dangling {
-            let Some(Body::Dir { entries, .. }) = snap.inodes.get(&dir).map(|d| &d.body) else { continue };
+            let Some(Body::Dir { entries, .. }) = snap.inodes.get(&dir).map(|d| &d.body) else {
+                continue;
+            };
             let Some(e) = entries.get(i) else { continue };
             let name = dir_cipher(snap, dir, keys, &mut cache)
                 .and_then(|c| c.decrypt_name(&e.name).ok())
@@ -248,7 +253,11 @@ fn fix_tree(snap: &mut Snapshot, keys: &Keyring, time: i64, o: &mut Outcome) -> 
     let root = snap.root;
     let name = snap.name.clone();
     for ino in snap.inodes.values_mut() {
-        let expected = if ino.ino == root { 1 } else { links.get(&ino.ino).copied().unwrap_or(0) };
+        let expected = if ino.ino == root {
+            1
+        } else {
+            links.get(&ino.ino).copied().unwrap_or(0)
+        };
         if expected == 0 || ino.nlink == expected {
             continue;
         }
@@ -273,7 +282,11 @@ fn fix_tree(snap: &mut Snapshot, keys: &Keyring, time: i64, o: &mut Outcome) -> 
 fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i64, o: &mut Outcome) -> Result<HashSet<u64>> {
     let mut moved = HashSet::new();
     let root = snap.root;
-    let Some(Body::Dir { ctx: rctx, entries: rentries }) = snap.inodes.get(&root).map(|i| &i.body) else {
+    let Some(Body::Dir {
+        ctx: rctx,
+        entries: rentries,
+    }) = snap.inodes.get(&root).map(|i| &i.body)
+    else {
         return Ok(moved);
     };
     let rctx = *rctx;
@@ -343,7 +356,10 @@ fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i6
         }
     };
     let Some(lkey) = keys.get(&lf_ctx.key) else {
-        o.not_repaired.push(left(format!("/lost+found is encrypted under key {}; pass it with --key-file", lf_ctx.key)));
+        o.not_repaired.push(left(format!(
+            "/lost+found is encrypted under key {}; pass it with --key-file",
+            lf_ctx.key
+        )));
         return Ok(moved);
     };
     let cipher = lkey.names_key(&lf_ctx.nonce);
@@ -363,7 +379,8 @@ fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i6
             }
         }
         let Some((name, ct)) = chosen else {
-            o.not_repaired.push(format!("snapshot {:?}: no free name in /lost+found for inode {orphan}", snap.name));
+            o.not_repaired
+                .push(format!("snapshot {:?}: no free name in /lost+found for inode {orphan}", snap.name));
             continue;
         };
         new_entries.push(DirEntry { name: ct, ino: orphan });

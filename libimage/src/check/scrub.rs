@@ -174,7 +174,10 @@ pub(super) fn scrub(
             r.extend(local);
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(MAX_THREADS).min(batches.len());
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(MAX_THREADS)
+        .min(batches.len());
     if total < PARALLEL_MIN || threads < 2 {
         worker();
     } else {
