@@ -705,7 +705,7 @@ impl<R: Read> Walker<'_, R> {
         let m = Member {
             ino,
             parent,
-            path: shown.clone(),
+            path: String::from_utf8_lossy(path_b).into_owned(),
             name_ct,
             mode: u.mode,
             uid,
