@@ -405,7 +405,7 @@ impl<R: Read> PaxReader<R> {
 
     /// The next member's headers, or `None` at the end of the archive (two
     /// zero blocks, then only zero bytes up to the end of the stream).
-    pub fn next(&mut self) -> Result<Option<RawMember>> {
+    pub fn next_member(&mut self) -> Result<Option<RawMember>> {
         if self.data_left != 0 {
             return Err(Error::Invalid("internal: previous member data not consumed".into()));
         }
@@ -601,7 +601,7 @@ mod tests {
         let out = w.finish().unwrap();
         assert_eq!(out.len() % TAR_BLOCK, 0);
         let mut r = PaxReader::new(&out[..]);
-        let m = r.next().unwrap().unwrap();
+        let m = r.next_member().unwrap().unwrap();
         assert_eq!(m.ustar, h);
         let recs = parse_records(&m.pax, 0).unwrap();
         assert_eq!(recs.last().unwrap().key, CRC_KEY.as_bytes());
@@ -611,12 +611,12 @@ mod tests {
         r.end_data().unwrap();
         assert_eq!(buf, data);
         assert_eq!(r.crc, total_crc);
-        assert!(r.next().unwrap().is_none());
+        assert!(r.next_member().unwrap().is_none());
         // truncation anywhere is an error, never a panic
         for cut in 0..out.len() - 1024 {
             let mut r = PaxReader::new(&out[..cut]);
             let res = (|| -> Result<()> {
-                while let Some(m) = r.next()? {
+                while let Some(m) = r.next_member()? {
                     r.start_data(m.ustar.size);
                     let mut b = vec![0; m.ustar.size as usize];
                     r.data(&mut b)?;

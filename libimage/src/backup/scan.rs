@@ -261,7 +261,7 @@ impl<R: Read> Walker<'_, R> {
         let manifest = self.read_manifest()?;
         self.sink.manifest(&manifest)?;
         loop {
-            let Some(raw) = self.r.next()? else {
+            let Some(raw) = self.r.next_member()? else {
                 return Err(Error::corrupt(
                     CorruptKind::Other("the archive ends without its trailer member (truncated or cut at a member boundary)"),
                     "backup archive",
@@ -276,7 +276,7 @@ impl<R: Read> Walker<'_, R> {
             }
             self.member(&raw, &recs)?;
         }
-        if let Some(raw) = self.r.next()? {
+        if let Some(raw) = self.r.next_member()? {
             return Err(corrupt_at("a member after the trailer", "backup archive".into(), raw.offset));
         }
         for (key, segs) in self.extents.values() {
@@ -306,7 +306,7 @@ impl<R: Read> Walker<'_, R> {
     fn read_manifest(&mut self) -> Result<Manifest> {
         let raw = self
             .r
-            .next()?
+            .next_member()?
             .ok_or_else(|| corrupt_at("the archive is empty", "backup archive".into(), 0))?;
         let recs = Records::parse(&raw)?;
         let path = recs.get(K_PATH).unwrap_or(&raw.ustar.name);

@@ -18,14 +18,14 @@ use crate::BLOCK_SIZE;
 pub struct Rng(pub u64);
 
 impl Rng {
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 ^= self.0 >> 12;
         self.0 ^= self.0 << 25;
         self.0 ^= self.0 >> 27;
         self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
     }
     pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next() >> 32) as u8).collect()
+        (0..n).map(|_| (self.next_u64() >> 32) as u8).collect()
     }
     pub fn arr16(&mut self) -> [u8; 16] {
         let mut a = [0u8; 16];
@@ -52,7 +52,7 @@ fn ts(sec: i64, nsec: u32) -> Timespec {
 impl Tree<'_> {
     fn inode(&mut self, mode: u32, size: u64, body: Body) -> u64 {
         let ino = self.snap.alloc_ino();
-        let r = self.rng.next();
+        let r = self.rng.next_u64();
         self.snap.inodes.insert(
             ino,
             Inode {
