@@ -263,6 +263,20 @@ pub fn cases() -> Vec<(&'static str, &'static str, Vec<u8>)> {
     );
     out.push(("hardlink-to-dir.tar", "hard link to a directory", a.finish()));
 
+    // One extent context claimed by two different extents.
+    let mut a = base();
+    let (ct, nk) = a.name();
+    let (mut recs, mut data) = a.file_recs(&ct, 8192, 1);
+    let ext = String::from_utf8_lossy(&recs[2].1).to_string();
+    let info = String::from_utf8_lossy(&recs[3].1).to_string();
+    let ext2 = format!("{ext},{}", ext.replacen("0+1@0", "1+1@0", 1));
+    let info2 = format!("{info},1:00000000:d");
+    set(&mut recs, "CRYPTIMG.extents", ext2.as_bytes());
+    set(&mut recs, "CRYPTIMG.extinfo", info2.as_bytes());
+    data.extend(a.rng.bytes(4096));
+    a.member(&format!("./{nk}"), b'0', S_IFREG | 0o644, recs, &data);
+    out.push(("extent-conflict.tar", "share one extent context", a.finish()));
+
     // Integrity.
     let mut a = base();
     a.file("./");

@@ -656,13 +656,17 @@ impl<R: Read> Walker<'_, R> {
                         "sizes disagree: the member holds {data_len} bytes but its stored extents are {stored} bytes"
                     )));
                 }
+                let mut seen: HashMap<[u8; crate::context::EXTENT_CTX_LEN], ExtentKey> = HashMap::new();
                 for it in &items {
-                    match self.extents.get(&it.ext.ctx) {
-                        Some((k, _)) if *k != it.ext => {
-                            return Err(bad("two different extents (length or crc32c) share one extent context"));
-                        }
-                        _ => {}
+                    let known = self
+                        .extents
+                        .get(&it.ext.ctx)
+                        .map(|(k, _)| *k)
+                        .or_else(|| seen.get(&it.ext.ctx).copied());
+                    if known.is_some_and(|k| k != it.ext) {
+                        return Err(bad("two different extents (length or crc32c) share one extent context"));
                     }
+                    seen.insert(it.ext.ctx, it.ext);
                 }
                 (Kind::File { items }, size)
             }
