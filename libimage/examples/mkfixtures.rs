@@ -476,7 +476,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         "leaked and free-but-referenced blocks",
         "alloc_map.img",
         &[],
-        &["E_BLOCKS_FREE_REFERENCED", "W_BLOCKS_LEAKED"],
+        &["E_ALLOC_MAP", "W_BLOCKS_LEAKED"],
         4,
         Some([1, 0]),
     ));

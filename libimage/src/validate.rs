@@ -201,8 +201,8 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         let (n, ranges) = describe(&unallocated);
         out.push(
             err(
-                "E_BLOCKS_FREE_REFERENCED",
-                format!("{n} blocks used by extents are not in the allocation map (blocks {ranges}); a writer could overwrite them"),
+                "E_ALLOC_MAP",
+                format!("free but referenced: {n} blocks used by extents are not in the allocation map (blocks {ranges}); a writer could overwrite them"),
                 HINT,
             )
             .block(unallocated[0].0),

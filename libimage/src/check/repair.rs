@@ -77,7 +77,6 @@ pub const REPAIRABLE: &[&str] = &[
     "E_REFCOUNT",
     "W_EXTENT_UNREFERENCED",
     "W_BLOCKS_LEAKED",
-    "E_BLOCKS_FREE_REFERENCED",
     "E_ALLOC_MAP",
     "W_SUPERBLOCK_SLOT",
     "E_DANGLING_ENTRY",
@@ -120,7 +119,7 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     }
     fix_refcounts(&mut img.meta, &mut o);
     if img.meta.alloc != img.meta.alloc_from_extents() {
-        for code in ["E_ALLOC_MAP", "W_BLOCKS_LEAKED", "E_BLOCKS_FREE_REFERENCED"] {
+        for code in ["E_ALLOC_MAP", "W_BLOCKS_LEAKED"] {
             if has(code) {
                 o.repairs.push(Repair {
                     code,
