@@ -166,15 +166,16 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
     for s in &r.summary.key_coverage {
         writeln!(out, "snapshot {:?} needs keys:", s.snapshot)?;
         for k in &s.keys {
+            let n = |n: u64, one: &str, many: &str| format!("{n} {}", if n == 1 { one } else { many });
             writeln!(
                 out,
-                "  {} {}{}: {} directories, {} symlinks, {} extents",
+                "  {} {}{}: {}, {}, {}",
                 k.key_id,
                 if k.given { "(given, verified)" } else { "(not given)" },
                 if k.policy { " (policy)" } else { "" },
-                k.directories,
-                k.symlinks,
-                k.extents
+                n(k.directories, "directory", "directories"),
+                n(k.symlinks, "symlink", "symlinks"),
+                n(k.extents, "extent", "extents")
             )?;
         }
     }

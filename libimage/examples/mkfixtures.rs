@@ -392,6 +392,22 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         Some([1, 0]),
     ));
 
+    // An orphaned directory with its subtree: the root's entry for d1 removed.
+    let p = copy("orphan_dir.img")?;
+    edit(&p, |img, lk| {
+        let d1 = lk.ino["d1"];
+        entries_mut(img, lk.ino[""])?.retain(|e| e.ino != d1);
+        Ok(())
+    })?;
+    cases.push(case(
+        "orphaned directory, with key",
+        "orphan_dir.img",
+        &["--key-file", k],
+        &["E_ORPHAN"],
+        4,
+        Some([1, 0]),
+    ));
+
     // A directory cycle: d1/d2/loop names d1 (link count adjusted so the
     // cycle is the only finding).
     let p = copy("cycle.img")?;

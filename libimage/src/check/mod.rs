@@ -82,6 +82,9 @@ pub struct CheckOptions {
 #[derive(Clone, Debug, Serialize)]
 pub struct Report {
     pub format_version: u32,
+    /// `fsck-crypt check` and the cryptimg version that wrote the report.
+    pub tool: &'static str,
+    pub tool_version: &'static str,
     pub image: String,
     /// The generation checked (the newest valid superblock), if any.
     pub generation: Option<u64>,
@@ -235,6 +238,8 @@ fn run(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress
     };
     let mut report = Report {
         format_version: REPORT_FORMAT_VERSION,
+        tool: "fsck-crypt check",
+        tool_version: env!("CARGO_PKG_VERSION"),
         image: path.display().to_string(),
         generation: None,
         findings: Vec::new(),

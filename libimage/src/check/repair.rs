@@ -106,6 +106,16 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
         o.not_repaired.push("the image is truncated; --repair does not write to it".into());
         return Ok(o);
     }
+    if has("E_SUPERBLOCK_NEWER") {
+        // A commit would overwrite the damaged newer superblock, the only
+        // trace of the newer generation.
+        o.not_repaired.push(
+            "a damaged superblock belongs to a newer generation; --repair does not write over it (restore from backup, or \
+             accept the older generation by writing to the image with another tool)"
+                .into(),
+        );
+        return Ok(o);
+    }
     let (mut img, _) = Image::open_unchecked(path, Access::ReadWrite)?;
     if img.superblock().generation != generation {
         return Err(Error::Invalid(
