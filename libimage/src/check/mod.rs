@@ -255,8 +255,8 @@ fn run(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress
         if let Some(meta) = c.metadata(&sb)? {
             loaded = Some(sb.generation);
             let r = c.structure(&meta, &sb, &mut report.summary, progress);
-            // Freeing a large decoded metadata takes a while (millions of
-            // allocations); do it off the caller's path.
+            // Freeing a large decoded metadata takes a while (hundreds of
+            // thousands of allocations); do it off the caller's path.
             if meta.extents.len() + meta.snapshots.iter().map(|s| s.inodes.len()).sum::<usize>() > 50_000 {
                 std::thread::spawn(move || drop(meta));
             }
@@ -540,7 +540,7 @@ impl Checker<'_> {
         // Sizes are bounded by the file's length, checked above.
         let chunk_blocks = READ_CHUNK_BLOCKS.min(sb.meta_blocks);
         let mut buf = vec![0u8; (chunk_blocks * BLOCK_SIZE as u64) as usize];
-        let mut stream: Vec<u8> = Vec::with_capacity(sb.meta_bytes as usize);
+        let mut stream = decode::Stream::with_capacity(sb.meta_bytes as usize);
         let mut errs = Vec::new();
         let mut done = 0u64;
         while done < sb.meta_blocks {
@@ -553,10 +553,10 @@ impl Checker<'_> {
             for (i, blk) in part.chunks(BLOCK_SIZE).enumerate() {
                 let want = (sb.meta_bytes - stream.len() as u64).min(metablock::PAYLOAD as u64) as usize;
                 match metablock::check_block(blk, sb.meta_start + done + i as u64, sb.generation) {
-                    Ok(payload) => stream.extend_from_slice(&payload[..want]),
+                    Ok(payload) => stream.push(Some(payload), want),
                     Err(e) => {
                         errs.push(e);
-                        stream.resize(stream.len() + want, 0);
+                        stream.push(None, want);
                     }
                 }
             }
@@ -592,7 +592,7 @@ impl Checker<'_> {
             }
             return Ok(None);
         }
-        let crc = crate::bytes::crc32c(&stream);
+        let crc = crate::bytes::crc32c(stream.as_slice());
         if crc != sb.meta_crc {
             self.push(
                 Finding::new(
