@@ -302,6 +302,9 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
 }
 
 fn update(a: UpdateArgs) -> anyhow::Result<i32> {
+    if a.tar.as_ref().is_some_and(|t| t.as_os_str() == "-") && a.key_file.iter().any(|p| p.as_os_str() == "-") {
+        anyhow::bail!("standard input (-) cannot supply both the tar stream and a key file");
+    }
     let keys = load_keys(&a.key_file)?;
     let mut img = open_rw(&a.image)?;
     let opts = UpdateOptions {
@@ -312,9 +315,6 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
     let r = match (&a.root, &a.tar) {
         (Some(d), _) => lifecycle::update(&mut img, &a.snapshot, Source::Dir(d), &keys, &opts, &bar)?,
         (None, Some(t)) if t.as_os_str() == "-" => {
-            if a.key_file.iter().any(|p| p.as_os_str() == "-") {
-                anyhow::bail!("standard input (-) cannot supply both the tar stream and a key file");
-            }
             lifecycle::update(&mut img, &a.snapshot, Source::Tar(&mut std::io::stdin().lock()), &keys, &opts, &bar)?
         }
         (None, Some(t)) => {
