@@ -311,6 +311,17 @@ pub fn check_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> std::result::Result<(), St
     Ok(())
 }
 
+/// The ciphertext inside an encrypted symlink blob `le16(ct_len) ‖ ct ‖ 0x00`,
+/// or `None` if the framing is wrong or the length impossible (16..=4093).
+pub fn symlink_ciphertext(blob: &[u8]) -> Option<&[u8]> {
+    let (len, rest) = blob.split_first_chunk::<2>()?;
+    let n = u16::from_le_bytes(*len) as usize;
+    if !(16..=crate::crypto::SYMLINK_MAX).contains(&n) || rest.len() != n + 1 || rest[n] != 0 {
+        return None;
+    }
+    Some(&rest[..n])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -374,15 +385,4 @@ mod tests {
             }
         }
     }
-}
-
-/// The ciphertext inside an encrypted symlink blob `le16(ct_len) ‖ ct ‖ 0x00`,
-/// or `None` if the framing is wrong or the length impossible (16..=4093).
-pub fn symlink_ciphertext(blob: &[u8]) -> Option<&[u8]> {
-    let (len, rest) = blob.split_first_chunk::<2>()?;
-    let n = u16::from_le_bytes(*len) as usize;
-    if !(16..=crate::crypto::SYMLINK_MAX).contains(&n) || rest.len() != n + 1 || rest[n] != 0 {
-        return None;
-    }
-    Some(&rest[..n])
 }
