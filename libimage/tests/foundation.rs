@@ -37,12 +37,18 @@ fn round_trip_from_tree() {
     let src = tricky(t.path());
     let img = t.path().join("a.img");
     let rep = create_image(&img, Source::Dir(&src), &key(1), &CreateOptions::default(), &Quiet).unwrap();
-    assert!(rep.stats.files >= 8 && rep.stats.hardlinks >= 2 && rep.stats.specials >= 1, "{rep:?}");
+    assert!(
+        rep.stats.files >= 8 && rep.stats.hardlinks >= 2 && rep.stats.specials >= 1,
+        "{rep:?}"
+    );
     let out = t.path().join("out");
     extract_to(&img, key(1), &out);
     let diff = tree_diff(&src, &out);
     assert!(diff.is_empty(), "differences: {diff:#?}");
-    let sparse: Vec<_> = walk_files(&out).into_iter().filter(|p| p.file_name().unwrap() == "sparse").collect();
+    let sparse: Vec<_> = walk_files(&out)
+        .into_iter()
+        .filter(|p| p.file_name().unwrap() == "sparse")
+        .collect();
     assert_eq!(sparse.len(), 1);
     assert!(is_sparse(&sparse[0]), "sparse file lost its holes");
 }
@@ -91,7 +97,13 @@ fn round_trip_through_tar() {
 fn deterministic_builds_are_identical_and_default_builds_differ() {
     let t = tempfile::tempdir().unwrap();
     let src = tricky(t.path());
-    let det = CreateOptions { repro: Reproducible { deterministic: true, clamp: Some(1_700_000_000) }, ..Default::default() };
+    let det = CreateOptions {
+        repro: Reproducible {
+            deterministic: true,
+            clamp: Some(1_700_000_000),
+        },
+        ..Default::default()
+    };
     let build = |name: &str, o: &CreateOptions| {
         let p = t.path().join(name);
         create_image(&p, Source::Dir(&src), &key(3), o, &Quiet).unwrap();
@@ -99,18 +111,30 @@ fn deterministic_builds_are_identical_and_default_builds_differ() {
     };
     let (a, b) = (build("d1.img", &det), build("d2.img", &det));
     assert!(a == b, "deterministic builds differ");
-    let (c, d) = (build("r1.img", &CreateOptions::default()), build("r2.img", &CreateOptions::default()));
+    let (c, d) = (
+        build("r1.img", &CreateOptions::default()),
+        build("r2.img", &CreateOptions::default()),
+    );
     assert!(c != d, "default builds are identical");
     // Timestamps were clamped.
     let img = Image::open(&t.path().join("d1.img"), Access::ReadOnly).unwrap();
     let snap = img.snapshot(None).unwrap();
-    assert!(snap.inodes.values().all(|i| i.mtime.sec <= 1_700_000_000 && i.atime == i.mtime && i.ctime == i.mtime));
+    assert!(snap
+        .inodes
+        .values()
+        .all(|i| i.mtime.sec <= 1_700_000_000 && i.atime == i.mtime && i.ctime == i.mtime));
 }
 
 #[test]
 fn deterministic_nonces_differ_for_different_content() {
     let t = tempfile::tempdir().unwrap();
-    let det = CreateOptions { repro: Reproducible { deterministic: true, clamp: None }, ..Default::default() };
+    let det = CreateOptions {
+        repro: Reproducible {
+            deterministic: true,
+            clamp: None,
+        },
+        ..Default::default()
+    };
     let mut nonces = Vec::new();
     for (i, content) in [b"first content".as_slice(), b"other content"].iter().enumerate() {
         let src = t.path().join(format!("s{i}"));
@@ -142,7 +166,11 @@ fn no_plaintext_in_image() {
     create_image(&img, Source::Dir(&src), &key(5), &CreateOptions::default(), &Quiet).unwrap();
     let bytes = fs::read(&img).unwrap();
     for needle in [&marker[..12], b"secret-directory", b"secret-file", b"secret-link", b"small"] {
-        assert!(!bytes.windows(needle.len()).any(|w| w == needle), "plaintext {:?} found in image", String::from_utf8_lossy(needle));
+        assert!(
+            !bytes.windows(needle.len()).any(|w| w == needle),
+            "plaintext {:?} found in image",
+            String::from_utf8_lossy(needle)
+        );
     }
 }
 
@@ -161,7 +189,14 @@ fn refusals_leave_nothing_behind() {
 
     // Missing source.
     let img = t.path().join("x.img");
-    let e = create_image(&img, Source::Dir(&t.path().join("nope")), &key(6), &CreateOptions::default(), &Quiet).unwrap_err();
+    let e = create_image(
+        &img,
+        Source::Dir(&t.path().join("nope")),
+        &key(6),
+        &CreateOptions::default(),
+        &Quiet,
+    )
+    .unwrap_err();
     assert!(e.to_string().contains("does not exist"), "{e}");
 
     // Name over 255 bytes (via a pax tar).
@@ -187,7 +222,17 @@ fn refusals_leave_nothing_behind() {
     assert!(e.to_string().contains("--force"), "{e}");
     assert_eq!(fs::read(&img).unwrap(), b"precious");
     // With --force it is replaced.
-    create_image(&img, Source::Dir(&src), &key(6), &CreateOptions { force: true, ..Default::default() }, &Quiet).unwrap();
+    create_image(
+        &img,
+        Source::Dir(&src),
+        &key(6),
+        &CreateOptions {
+            force: true,
+            ..Default::default()
+        },
+        &Quiet,
+    )
+    .unwrap();
     assert!(Image::open(&img, Access::ReadOnly).is_ok());
 }
 
@@ -213,11 +258,17 @@ fn fixed_size_runs_out_cleanly() {
     fs::create_dir(&src).unwrap();
     fs::write(src.join("big"), vec![1u8; 1 << 20]).unwrap();
     let img = t.path().join("s.img");
-    let o = CreateOptions { size: Some(64 * 4096), ..Default::default() };
+    let o = CreateOptions {
+        size: Some(64 * 4096),
+        ..Default::default()
+    };
     let e = create_image(&img, Source::Dir(&src), &key(7), &o, &Quiet).unwrap_err();
     assert!(matches!(e, Error::NoSpace { .. }), "{e}");
     assert!(!img.exists());
-    let o = CreateOptions { size: Some(1024 * 4096), ..Default::default() };
+    let o = CreateOptions {
+        size: Some(1024 * 4096),
+        ..Default::default()
+    };
     create_image(&img, Source::Dir(&src), &key(7), &o, &Quiet).unwrap();
     assert_eq!(fs::metadata(&img).unwrap().len(), 1024 * 4096);
 }
@@ -235,7 +286,10 @@ fn wrong_key_names_given_and_needed_ids() {
     let e = libimage::read::extract(&im, None, &keys, &t.path().join("o"), false, &Quiet).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::WrongKey { .. }));
-    assert!(msg.contains(&key(9).identifier().to_string()) && msg.contains(&key(8).identifier().to_string()), "{msg}");
+    assert!(
+        msg.contains(&key(9).identifier().to_string()) && msg.contains(&key(8).identifier().to_string()),
+        "{msg}"
+    );
 }
 
 #[test]

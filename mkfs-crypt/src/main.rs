@@ -110,8 +110,8 @@ struct UpdateArgs {
     /// Key file(s): the snapshot's policy key, plus any key its directories are under (repeatable; `-` = stdin once).
     #[arg(long, required = true)]
     key_file: Vec<PathBuf>,
-    /// Also delete every file and directory the source directory no longer has.
-    #[arg(long, requires = "root")]
+    /// Also delete every file and directory the source directory no longer has (not with --tar).
+    #[arg(long, conflicts_with = "tar")]
     delete_missing: bool,
     #[command(flatten)]
     out: Output,

@@ -15,7 +15,9 @@ fn bin(name: &str) -> PathBuf {
 fn run(name: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
     let mut c = Command::new(bin(name));
     c.args(args).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
-    let mut child = c.spawn().unwrap_or_else(|e| panic!("spawning {name}: {e} (build the workspace first)"));
+    let mut child = c
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawning {name}: {e} (build the workspace first)"));
     if let Some(d) = stdin {
         child.stdin.take().unwrap().write_all(d).unwrap();
     }
@@ -42,7 +44,10 @@ fn keygen_writes_a_private_key_and_prints_its_id() {
     assert_eq!(std::fs::read(&k).unwrap().len(), 64);
     assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
     let raw = std::fs::read(&k).unwrap();
-    assert_eq!(libimage::crypto::MasterKey::from_bytes(&raw).unwrap().identifier().to_string(), id.trim());
+    assert_eq!(
+        libimage::crypto::MasterKey::from_bytes(&raw).unwrap().identifier().to_string(),
+        id.trim()
+    );
     // Never overwrites.
     let o = run("mkfs-crypt", &["keygen", s(&k)], None);
     assert_eq!(o.status.code(), Some(8));
@@ -57,7 +62,10 @@ fn create_info_ls_extract() {
     let o = run("mkfs-crypt", &["create", s(&img), "--root", s(&tree), "--key-file", s(&key)], None);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let out = String::from_utf8(o.stdout).unwrap();
-    assert!(out.contains("69b2f6edeee720cce0577937eb8a6751") && out.contains("4 regular"), "{out}");
+    assert!(
+        out.contains("69b2f6edeee720cce0577937eb8a6751") && out.contains("4 regular"),
+        "{out}"
+    );
 
     // Refused without --force, image untouched.
     let before = std::fs::read(&img).unwrap();
@@ -76,21 +84,39 @@ fn create_info_ls_extract() {
     // ls without a key shows no-key names only; with the key, real names.
     let o = run("fsck-crypt", &["ls", s(&img)], None);
     let listing = String::from_utf8(o.stdout).unwrap();
-    assert!(o.status.success() && !listing.contains("README") && listing.lines().count() == 3, "{listing}");
-    let o = run("fsck-crypt", &["ls", s(&img), "docs", "--key-file", "-"], Some(&std::fs::read(&key).unwrap()));
+    assert!(
+        o.status.success() && !listing.contains("README") && listing.lines().count() == 3,
+        "{listing}"
+    );
+    let o = run(
+        "fsck-crypt",
+        &["ls", s(&img), "docs", "--key-file", "-"],
+        Some(&std::fs::read(&key).unwrap()),
+    );
     let listing = String::from_utf8(o.stdout).unwrap();
     assert!(listing.contains("notes.md") && listing.contains("readme-link"), "{listing}");
 
     // Extract with the key, from stdin.
     let dest = t.path().join("out");
-    let o = run("fsck-crypt", &["extract", s(&img), s(&dest), "--key-file", "-"], Some(&std::fs::read(&key).unwrap()));
+    let o = run(
+        "fsck-crypt",
+        &["extract", s(&img), s(&dest), "--key-file", "-"],
+        Some(&std::fs::read(&key).unwrap()),
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    assert_eq!(std::fs::read(dest.join("docs/guides/data.bin")).unwrap(), std::fs::read(tree.join("docs/guides/data.bin")).unwrap());
+    assert_eq!(
+        std::fs::read(dest.join("docs/guides/data.bin")).unwrap(),
+        std::fs::read(tree.join("docs/guides/data.bin")).unwrap()
+    );
 
     // Extract with a wrong key: exit 8, both key ids named.
     let wrong = t.path().join("wrong");
     std::fs::write(&wrong, [9u8; 64]).unwrap();
-    let o = run("fsck-crypt", &["extract", s(&img), s(&t.path().join("o2")), "--key-file", s(&wrong)], None);
+    let o = run(
+        "fsck-crypt",
+        &["extract", s(&img), s(&t.path().join("o2")), "--key-file", s(&wrong)],
+        None,
+    );
     let err = String::from_utf8_lossy(&o.stderr);
     assert_eq!(o.status.code(), Some(8), "{err}");
     assert!(err.contains("69b2f6edeee720cce0577937eb8a6751") && err.contains("hint:"), "{err}");
@@ -104,18 +130,30 @@ fn refusals_and_exit_codes() {
     // Wrong key length.
     let short = t.path().join("short");
     std::fs::write(&short, [1u8; 31]).unwrap();
-    let o = run("mkfs-crypt", &["create", s(&img), "--root", s(&tree), "--key-file", s(&short)], None);
+    let o = run(
+        "mkfs-crypt",
+        &["create", s(&img), "--root", s(&tree), "--key-file", s(&short)],
+        None,
+    );
     assert_eq!(o.status.code(), Some(8));
     assert!(String::from_utf8_lossy(&o.stderr).contains("31 bytes"));
     // Missing key file.
-    let o = run("mkfs-crypt", &["create", s(&img), "--root", s(&tree), "--key-file", "/nonexistent/key"], None);
+    let o = run(
+        "mkfs-crypt",
+        &["create", s(&img), "--root", s(&tree), "--key-file", "/nonexistent/key"],
+        None,
+    );
     assert_eq!(o.status.code(), Some(8));
     // Usage error: no --key-file.
     let o = run("mkfs-crypt", &["create", s(&img), "--root", s(&tree)], None);
     assert_eq!(o.status.code(), Some(16));
     // Corrupt tar on stdin: exit 4, no image.
     let key = demo().join("key");
-    let o = run("mkfs-crypt", &["create", s(&img), "--tar", "-", "--key-file", s(&key)], Some(&[0x41u8; 700]));
+    let o = run(
+        "mkfs-crypt",
+        &["create", s(&img), "--tar", "-", "--key-file", s(&key)],
+        Some(&[0x41u8; 700]),
+    );
     assert_eq!(o.status.code(), Some(4), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!img.exists());
     // A corrupt image: exit 4.

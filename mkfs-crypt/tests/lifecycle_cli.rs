@@ -1,15 +1,14 @@
-//! The vendor/user story through the `mkfs-crypt` binary: keygen, create,
-//! snapshot, rekey, rekey --reencrypt, update, delete; refusals with exit codes
+//! The vendor/user story through the binaries: `mkfs-crypt` keygen, create,
+//! snapshot, rekey, rekey --reencrypt, update, delete, checked with
+//! `fsck-crypt info --json` and `fsck-crypt extract`; refusals with exit codes
 //! and unchanged bytes; fault injection through CRYPTIMG_FAIL_AFTER_WRITES.
-//! (`fsck-crypt info --json` prints `libimage::create::info` as JSON; it is
-//! called through the library here, since this package cannot run the
-//! fsck-crypt binary.)
+//! (The sibling fsck-crypt binary is used as `create_cli.rs` does: build the
+//! workspace first.)
 
 use std::fs;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use libimage::create::info;
 use libimage::finding::Severity;
 use libimage::image::{Access, Image};
 use libimage::keyfile::load_key;
@@ -47,8 +46,19 @@ fn fails(args: &[&str], code: i32) -> String {
     String::from_utf8(o.stderr).unwrap()
 }
 
+fn fsck(args: &[&str]) -> Output {
+    let bin = PathBuf::from(env!("CARGO_BIN_EXE_mkfs-crypt")).with_file_name("fsck-crypt");
+    Command::new(&bin)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e} (build the workspace first)", bin.display()))
+}
+
+/// `fsck-crypt info IMAGE --json`.
 fn info_json(img: &Path) -> serde_json::Value {
-    serde_json::to_value(info(&Image::open(img, Access::ReadOnly).unwrap())).unwrap()
+    let o = fsck(&["info", img.to_str().unwrap(), "--json"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
 }
 
 fn snap<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
@@ -60,10 +70,34 @@ fn clean(img: &Path) {
     assert!(f.iter().all(|f| f.severity != Severity::Error), "{f:?}");
 }
 
-fn extract(img: &Path, name: &str, keys: &[&Path], dest: &Path) -> libimage::Result<()> {
-    let kr = libimage::image::Keyring::new(keys.iter().map(|k| load_key(k).unwrap()).collect());
-    let i = Image::open(img, Access::ReadOnly)?;
-    libimage::read::extract(&i, Some(name), &kr, dest, false, &libimage::progress::Quiet).map(drop)
+/// `fsck-crypt extract IMAGE DEST --snapshot NAME --key-file …`: Ok, or the error output.
+fn extract(img: &Path, name: &str, keys: &[&Path], dest: &Path) -> Result<(), String> {
+    let mut args = vec![
+        "extract",
+        img.to_str().unwrap(),
+        dest.to_str().unwrap(),
+        "--snapshot",
+        name,
+        "--no-progress",
+    ];
+    for k in keys {
+        args.push("--key-file");
+        args.push(k.to_str().unwrap());
+    }
+    let o = fsck(&args);
+    match o.status.code() {
+        Some(0) => Ok(()),
+        c => Err(format!("exit {c:?}: {}", String::from_utf8_lossy(&o.stderr))),
+    }
+}
+
+/// The tree extracted to `dest` equals `want` in names, types and contents.
+fn same_tree(want: &Path, dest: &Path) {
+    let diff: Vec<String> = libimage::testkit::tree_diff(want, dest)
+        .into_iter()
+        .filter(|d| !d.contains("owner differs") && !d.contains("mtime differs"))
+        .collect();
+    assert!(diff.is_empty(), "{diff:#?}");
 }
 
 #[test]
@@ -106,9 +140,11 @@ fn vendor_user_story_through_the_binary() {
     ab.sort();
     assert_eq!(snap(&j, "user")["keys_needed"], serde_json::json!(ab));
     extract(&img, "main", &[&p("A")], &p("x1")).unwrap();
+    same_tree(&tree, &p("x1"));
     extract(&img, "user", &[&p("A"), &p("B")], &p("x2")).unwrap();
+    same_tree(&tree, &p("x2"));
     let e = extract(&img, "user", &[&p("B")], &p("x3")).unwrap_err();
-    assert!(e.to_string().contains(&a), "{e}");
+    assert!(e.contains("exit Some(8)") && e.contains(&a), "{e}");
 
     // Refusals: exit 8, image bytes unchanged.
     let before = fs::read(&img).unwrap();
@@ -187,6 +223,7 @@ fn vendor_user_story_through_the_binary() {
     assert!(user["extents_by_key"].get(&a).is_none(), "{user}");
     assert_eq!(snap(&j, "main")["keys_needed"], serde_json::json!([a]));
     extract(&img, "user", &[&p("B")], &p("x4")).unwrap();
+    same_tree(&tree, &p("x4"));
     extract(&img, "main", &[&p("A")], &p("x5")).unwrap();
     // Idempotent.
     let gen = j["generation"].clone();
@@ -223,6 +260,8 @@ fn vendor_user_story_through_the_binary() {
     let libimage::inode::Body::File { map } = &ino.body else { panic!() };
     assert!(map.iter().all(|m| i.extent(m.extent).unwrap().ctx.key.to_string() == b));
     drop(i);
+    extract(&img, "user", &[&p("B")], &p("x7")).unwrap();
+    same_tree(&tree, &p("x7"));
 
     // delete: user's unique blocks are freed; main stays intact.
     let out = ok(&["delete", &s("img"), "--snapshot", "user", "--json"]);

@@ -93,10 +93,7 @@ impl MasterKey {
             )));
         }
         let prk = hkdf_extract(&[0u8; HASH_LEN], raw);
-        let mut key = MasterKey {
-            prk,
-            id: KeyId([0; 16]),
-        };
+        let mut key = MasterKey { prk, id: KeyId([0; 16]) };
         // fscrypt.rst ("Key identifiers"): "For master keys used for v2
         // encryption policies, a unique 16-byte "key identifier" is also
         // derived using the KDF.  This value is stored in the clear, since it
@@ -142,11 +139,7 @@ impl MasterKey {
     /// prefixed with "fscrypt\0" and a context byte"), with the extent context.
     pub fn extent_key(&self, nonce: &Nonce) -> XtsKey {
         let mut key = Zeroizing::new([0u8; 64]);
-        self.derive(
-            HKDF_CONTEXT_PER_EXTENT_ENC_KEY,
-            &nonce.0,
-            key.as_mut_slice(),
-        );
+        self.derive(HKDF_CONTEXT_PER_EXTENT_ENC_KEY, &nonce.0, key.as_mut_slice());
         XtsKey::from_bytes(&key)
     }
 
@@ -181,8 +174,7 @@ impl NonceDeriver {
     /// The nonce for these parts (e.g. a path and a purpose tag).
     pub fn nonce(&self, parts: &[&[u8]]) -> Nonce {
         // HMAC accepts keys of any length, so this cannot fail.
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.as_slice())
-            .expect("HMAC takes any key length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(self.key.as_slice()).expect("HMAC takes any key length");
         for part in parts {
             mac.update(&(part.len() as u64).to_le_bytes());
             mac.update(part);
@@ -207,10 +199,7 @@ mod tests {
         // Master key 0x01, 0x02, ..., 0x40 (64 bytes).
         let raw: Vec<u8> = (1..=64).collect();
         let key = MasterKey::from_bytes(&raw).unwrap();
-        assert_eq!(
-            key.identifier().to_string(),
-            "69b2f6edeee720cce0577937eb8a6751"
-        );
+        assert_eq!(key.identifier().to_string(), "69b2f6edeee720cce0577937eb8a6751");
         assert!(key.matches(&"69b2f6edeee720cce0577937eb8a6751".parse().unwrap()));
         assert!(!key.matches(&"69b2f6edeee720cce0577937eb8a6750".parse().unwrap()));
     }
@@ -301,10 +290,7 @@ mod tests {
         // The names key is the first 32 bytes of context 2, not context 9.
         let mut ctx2 = [0u8; 32];
         key.derive(2, &n1.0, &mut ctx2);
-        assert_eq!(
-            name(key.names_key(&n1)),
-            name(NameCipher::from_bytes(&ctx2))
-        );
+        assert_eq!(name(key.names_key(&n1)), name(NameCipher::from_bytes(&ctx2)));
         let mut ctx9 = [0u8; 32];
         key.derive(9, &n1.0, &mut ctx9);
         assert_ne!(ctx2, ctx9);
@@ -312,14 +298,7 @@ mod tests {
 
     #[test]
     fn master_key_length_limits() {
-        for (len, ok) in [
-            (0, false),
-            (31, false),
-            (32, true),
-            (48, true),
-            (64, true),
-            (65, false),
-        ] {
+        for (len, ok) in [(0, false), (31, false), (32, true), (48, true), (64, true), (65, false)] {
             match MasterKey::from_bytes(&vec![7u8; len]) {
                 Ok(_) => assert!(ok, "{len} bytes accepted"),
                 Err(Error::Invalid(msg)) => {
@@ -347,8 +326,7 @@ mod tests {
         // Independent recomputation of the documented construction.
         let hk = Hkdf::<Sha512>::new(Some(&[0u8; 64]), &[0x42u8; 64]);
         let mut k = [0u8; 32];
-        hk.expand(b"cryptimg\0deterministic-nonce-v1", &mut k)
-            .unwrap();
+        hk.expand(b"cryptimg\0deterministic-nonce-v1", &mut k).unwrap();
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&k).unwrap();
         mac.update(&3u64.to_le_bytes());
         mac.update(b"dir");

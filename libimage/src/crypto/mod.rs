@@ -97,10 +97,7 @@ fn os_random(buf: &mut [u8]) -> Result<()> {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::other(e.to_string()),
         };
-        Error::io(
-            "reading the operating system's random number generator",
-            source,
-        )
+        Error::io("reading the operating system's random number generator", source)
     })
 }
 
@@ -111,24 +108,12 @@ mod tests {
     #[test]
     fn key_id_display_and_parse() {
         let id = KeyId([
-            0x69, 0xb2, 0xf6, 0xed, 0xee, 0xe7, 0x20, 0xcc, 0xe0, 0x57, 0x79, 0x37, 0xeb, 0x8a,
-            0x67, 0x51,
+            0x69, 0xb2, 0xf6, 0xed, 0xee, 0xe7, 0x20, 0xcc, 0xe0, 0x57, 0x79, 0x37, 0xeb, 0x8a, 0x67, 0x51,
         ]);
         assert_eq!(id.to_string(), "69b2f6edeee720cce0577937eb8a6751");
-        assert_eq!(
-            "69b2f6edeee720cce0577937eb8a6751".parse::<KeyId>().unwrap(),
-            id
-        );
-        for bad in [
-            "",
-            "69b2",
-            "69b2f6edeee720cce0577937eb8a67511",
-            "zz".repeat(16).as_str(),
-        ] {
-            assert!(
-                matches!(bad.parse::<KeyId>(), Err(Error::Invalid(_))),
-                "{bad:?}"
-            );
+        assert_eq!("69b2f6edeee720cce0577937eb8a6751".parse::<KeyId>().unwrap(), id);
+        for bad in ["", "69b2", "69b2f6edeee720cce0577937eb8a67511", "zz".repeat(16).as_str()] {
+            assert!(matches!(bad.parse::<KeyId>(), Err(Error::Invalid(_))), "{bad:?}");
         }
     }
 

@@ -128,9 +128,7 @@ impl NameCipher {
             )));
         }
         if plain.contains(&0) {
-            return Err(Error::Invalid(
-                "cannot encrypt a name containing a NUL byte".into(),
-            ));
+            return Err(Error::Invalid("cannot encrypt a name containing a NUL byte".into()));
         }
         let mut buf = vec![0u8; padded_len(plain.len(), max_len)];
         buf[..plain.len()].copy_from_slice(plain);
@@ -258,9 +256,7 @@ impl NameCipher {
         }
         let (ct, terminator) = rest.split_at(ct_len);
         if terminator != [0] {
-            return Err(corrupt(CorruptKind::Other(
-                "symlink blob does not end in a NUL byte",
-            )));
+            return Err(corrupt(CorruptKind::Other("symlink blob does not end in a NUL byte")));
         }
         self.decrypt(ct, SYMLINK_MAX)
     }
@@ -268,9 +264,7 @@ impl NameCipher {
 
 fn check_max_len(max_len: usize) -> Result<()> {
     if max_len < PAD {
-        return Err(Error::Invalid(format!(
-            "name padding limit {max_len} is below the 32-byte minimum"
-        )));
+        return Err(Error::Invalid(format!("name padding limit {max_len} is below the 32-byte minimum")));
     }
     Ok(())
 }
@@ -331,13 +325,9 @@ mod tests {
         let aes = Aes128::new_from_slice(&unhex(RFC3962_KEY)).unwrap();
         for (pt, ct) in RFC3962_VECTORS {
             let mut buf = unhex(pt);
-            cts::CbcCs3::inner_iv_init(&aes, &Default::default())
-                .encrypt(&mut buf)
-                .unwrap();
+            cts::CbcCs3::inner_iv_init(&aes, &Default::default()).encrypt(&mut buf).unwrap();
             assert_eq!(hex::encode(&buf), ct);
-            cts::CbcCs3::inner_iv_init(&aes, &Default::default())
-                .decrypt(&mut buf)
-                .unwrap();
+            cts::CbcCs3::inner_iv_init(&aes, &Default::default()).decrypt(&mut buf).unwrap();
             assert_eq!(hex::encode(&buf), pt);
         }
     }
@@ -429,8 +419,7 @@ mod tests {
         assert_eq!(padded_len(4065, SYMLINK_MAX), 4093);
         assert_eq!(padded_len(4064, SYMLINK_MAX), 4064);
         let valid: Vec<usize> = (0..=300).filter(|&l| valid_name_ct_len(l)).collect();
-        let produced: std::collections::BTreeSet<usize> =
-            (1..=NAME_MAX).map(|l| padded_len(l, NAME_MAX)).collect();
+        let produced: std::collections::BTreeSet<usize> = (1..=NAME_MAX).map(|l| padded_len(l, NAME_MAX)).collect();
         assert_eq!(valid, produced.into_iter().collect::<Vec<_>>());
         assert_eq!(valid, vec![32, 64, 96, 128, 160, 192, 224, 255]);
     }
@@ -439,10 +428,7 @@ mod tests {
     fn name_rejections() {
         let c = NameCipher::from_bytes(&[1; 32]);
         for bad in [&b""[..], &[b'a'; 256], b"a/b", b"/", b"a\0b", b"\0"] {
-            assert!(
-                matches!(c.encrypt_name(bad), Err(Error::Invalid(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(c.encrypt_name(bad), Err(Error::Invalid(_))), "{bad:?}");
         }
         assert!(c.encrypt_name(&[b'a'; 255]).is_ok());
         assert!(c.encrypt_name(&[0xff]).is_ok());
@@ -481,20 +467,14 @@ mod tests {
             (over_padded, "too much padding"),
         ] {
             let ct = reference_cs3(&key, &pt);
-            assert!(
-                matches!(c.decrypt(&ct, NAME_MAX), Err(Error::AuthFailed { .. })),
-                "{what}"
-            );
+            assert!(matches!(c.decrypt(&ct, NAME_MAX), Err(Error::AuthFailed { .. })), "{what}");
         }
         let ct = reference_cs3(&key, &slash);
         assert_eq!(c.decrypt(&ct, NAME_MAX).unwrap(), b"a/b");
         assert!(matches!(c.decrypt_name(&ct), Err(Error::AuthFailed { .. })));
         // A full-length name without padding is fine.
         let full = test_name("full", 64);
-        assert_eq!(
-            c.decrypt(&reference_cs3(&key, &full), NAME_MAX).unwrap(),
-            full
-        );
+        assert_eq!(c.decrypt(&reference_cs3(&key, &full), NAME_MAX).unwrap(), full);
     }
 
     /// fscrypt names have no MAC: a wrong key is detected only when the
@@ -567,10 +547,7 @@ mod tests {
         assert!(!nokey_name(&short).contains('='));
 
         let exactly = test_bytes("149", 149);
-        assert_eq!(
-            URL_SAFE_NO_PAD.decode(nokey_name(&exactly)).unwrap().len(),
-            8 + 149
-        );
+        assert_eq!(URL_SAFE_NO_PAD.decode(nokey_name(&exactly)).unwrap().len(), 8 + 149);
 
         let long = test_bytes("long ct", 255);
         let encoded = nokey_name(&long);
@@ -583,8 +560,6 @@ mod tests {
         let mut other_tail = long.clone();
         other_tail[254] ^= 1;
         assert_ne!(nokey_name(&other_tail), encoded);
-        assert!(encoded
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        assert!(encoded.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
     }
 }

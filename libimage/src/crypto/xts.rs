@@ -153,7 +153,8 @@ mod tests {
     /// P1619/D16, Annex B") and Linux crypto/testmgr.h-derived tables; vectors
     /// 11-14 as reproduced in several public XTS test suites (the same
     /// ciphertexts appear in at least four independent repositories).
-    const IEEE_KEY: &str = "27182818284590452353602874713526624977572470936999595749669676273141592653589793238462643383279502884197169399375105820974944592";
+    const IEEE_KEY: &str =
+        "27182818284590452353602874713526624977572470936999595749669676273141592653589793238462643383279502884197169399375105820974944592";
     const IEEE_VECTORS: [(u64, &str); 5] = [
         (0xff, "1c3b3a102f770386e4836c99e370cf9bea00803f5e482357a4ae12d414a3e63b5d31e276f8fe4a8d66b317f9ac683f44680a86ac35adfc3345befecb4bb188fd5776926c49a3095eb108fd1098baec70aaa66999a72a82f27d848b21d4a741b0c5cd4d5fff9dac89aeba122961d03a757123e9870f8acf1000020887891429ca2a3e7a7d7df7b10355165c8b9a6d0a7de8b062c4500dc4cd120c0f7418dae3d0b5781c34803fa75421c790dfe1de1834f280d7667b327f6c8cd7557e12ac3a0f93ec05c52e0493ef31a12d3d9260f79a289d6a379bc70c50841473d1a8cc81ec583e9645e07b8d9670655ba5bbcfecc6dc3966380ad8fecb17b6ba02469a020a84e18e8f84252070c13e9f1f289be54fbc481457778f616015e1327a02b140f1505eb309326d68378f8374595c849d84f4c333ec4423885143cb47bd71c5edae9be69a2ffeceb1bec9de244fbe15992b11b77c040f12bd8f6a975a44a0f90c29a9abc3d4d893927284c58754cce294529f8614dcd2aba991925fedc4ae74ffac6e333b93eb4aff0479da9a410e4450e0dd7ae4c6e2910900575da401fc07059f645e8b7e9bfdef33943054ff84011493c27b3429eaedb4ed5376441a77ed43851ad77f16f541dfd269d50d6a5f14fb0aab1cbb4c1550be97f7ab4066193c4caa773dad38014bd2092fa755c824bb5e54c4f36ffda9fcea70b9c6e693e148c151"),
         (0xffff, "77a31251618a15e6b92d1d66dffe7b50b50bad552305ba0217a610688eff7e11e1d0225438e093242d6db274fde801d4cae06f2092c728b2478559df58e837c2469ee4a4fa794e4bbc7f39bc026e3cb72c33b0888f25b4acf56a2a9804f1ce6d3d6e1dc6ca181d4b546179d55544aa7760c40d06741539c7e3cd9d2f6650b2013fd0eeb8c2b8e3d8d240ccae2d4c98320a7442e1c8d75a42d6e6cfa4c2eca1798d158c7aecdf82490f24bb9b38e108bcda12c3faf9a21141c3613b58367f922aaa26cd22f23d708dae699ad7cb40a8ad0b6e2784973dcb605684c08b8d6998c69aac049921871ebb65301a4619ca80ecb485a31d744223ce8ddc2394828d6a80470c092f5ba413c3378fa6054255c6f9df4495862bbb3287681f931b687c888abf844dfc8fc28331e579928cd12bd2390ae123cf03818d14dedde5c0c24c8ab018bfca75ca096f2d531f3d1619e785f1ada437cab92e980558b3dce1474afb75bfedbf8ff54cb2618e0244c9ac0d3c66fb51598cd2db11f9be39791abe447c63094f7c453b7ff87cb5bb36b7c79efb0872d17058b83b15ab0866ad8a58656c5a7e20dbdf308b2461d97c0ec0024a2715055249cf3b478ddd4740de654f75ca686e0d7345c69ed50cdc2a8b332b1f8824108ac937eb050585608ee734097fc09054fbff89eeaeea791f4a7ab1f9868294a4f9e27b42af8100cb9d59cef9645803"),
@@ -224,10 +225,7 @@ mod tests {
     #[test]
     fn matches_xts_mode_crate_on_4096_byte_units() {
         use xts_mode::{get_tweak_default, Xts128};
-        for (trial, &first) in [0u64, 1, 7, 1 << 32, 1 << 40, u64::MAX - 3]
-            .iter()
-            .enumerate()
-        {
+        for (trial, &first) in [0u64, 1, 7, 1 << 32, 1 << 40, u64::MAX - 3].iter().enumerate() {
             let key_bytes: [u8; 64] = test_bytes(&format!("key{trial}"), 64).try_into().unwrap();
             let ours = XtsKey::from_bytes(&key_bytes);
             let reference = Xts128::new(
@@ -299,10 +297,7 @@ mod tests {
         let mbps = buf.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
         eprintln!("xts encrypt, one call per unit: {mbps:.0} MB/s");
         // Reference: the xts-mode crate.
-        let reference = xts_mode::Xts128::new(
-            Aes256::new(&[0x5a; 32].into()),
-            Aes256::new(&[0x5a; 32].into()),
-        );
+        let reference = xts_mode::Xts128::new(Aes256::new(&[0x5a; 32].into()), Aes256::new(&[0x5a; 32].into()));
         let start = Instant::now();
         reference.encrypt_area(&mut buf, 4096, 0, xts_mode::get_tweak_default);
         let mbps = buf.len() as f64 / start.elapsed().as_secs_f64() / 1e6;
