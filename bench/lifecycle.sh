@@ -8,10 +8,12 @@
 # Usage: bench/lifecycle.sh            full corpus (~100k files, ~1.5 GiB of data)
 #        BENCH_SCALE=small bench/lifecycle.sh   quick check (~2k files, ~80 MiB)
 #        BENCH_DIR=/path  where to build the corpus (default: a fresh mktemp -d, removed at exit)
+#        BENCH_REPEAT=N   runs per throughput measurement, best kept (default 3)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 SCALE=${BENCH_SCALE:-full}
+REPEAT=${BENCH_REPEAT:-3}
 case "$SCALE" in
 small)
     SNAP_FILES=2000 # files in the snapshot image
@@ -57,9 +59,12 @@ make_tree() {
         head -c $((count * size)) /dev/urandom | split -b "$size" -a 5 - "$dir/d$d/f"
     done
 }
-# Runs mkfs-crypt quietly and prints the seconds it took.
+min() { awk -v a="$1" -v b="$2" 'BEGIN { print (a == "" || b < a ? b : a) }'; }
+# Runs mkfs-crypt quietly and prints the seconds it took (after flushing
+# earlier writes, so they are not charged to it).
 timed() {
     local t0 t1
+    sync
     t0=$(now)
     "$MKFS" "$@" >/dev/null
     t1=$(now)
@@ -98,12 +103,16 @@ for i in 1 2 3 4; do
 done
 big_bytes=$((BIG_MB * 1024 * 1024))
 cat "$WORK"/t-big/* >/dev/null # source in the page cache, as the image will be
-t_c=$(timed create "$WORK/big.img" --root "$WORK/t-big" --key-file "$WORK/A" -q)
-"$MKFS" snapshot "$WORK/big.img" --from main --name user -q
-t_r=$(timed rekey "$WORK/big.img" --snapshot user --old-key-file "$WORK/A" --new-key-file "$WORK/B" --reencrypt -q)
+t_c="" t_r=""
+for ((i = 0; i < REPEAT; i++)); do
+    rm -f "$WORK/big.img"
+    t_c=$(min "$t_c" "$(timed create "$WORK/big.img" --root "$WORK/t-big" --key-file "$WORK/A" -q)")
+    "$MKFS" snapshot "$WORK/big.img" --from main --name user -q
+    t_r=$(min "$t_r" "$(timed rekey "$WORK/big.img" --snapshot user --old-key-file "$WORK/A" --new-key-file "$WORK/B" --reencrypt -q)")
+done
 c_mbs=$(mibs "$big_bytes" "$t_c")
 r_mbs=$(mibs "$big_bytes" "$t_r")
-echo "reencrypt_large_files data_bytes=$big_bytes create_MiB_s=$c_mbs reencrypt_MiB_s=$r_mbs ratio_to_create=$(ratio "$r_mbs" "$c_mbs") (target >= 0.70)"
+echo "reencrypt_large_files data_bytes=$big_bytes best_of=$REPEAT create_MiB_s=$c_mbs reencrypt_MiB_s=$r_mbs ratio_to_create=$(ratio "$r_mbs" "$c_mbs") (target >= 0.70)"
 rm -rf "$WORK/t-big" "$WORK/big.img"
 
 # The large many-file image from step 2 (already lazily rekeyed): create time of the same data for reference.

@@ -436,8 +436,14 @@ impl Image {
     /// Adds an already-encrypted extent (backup restore, re-encryption copies).
     pub fn write_raw_extent(&mut self, ctx: ExtentContext, ciphertext: &[u8]) -> Result<u64> {
         self.check_writable()?;
+        self.write_raw_extent_crc(ctx, ciphertext, crc32c(ciphertext))
+    }
+
+    /// [`Image::write_raw_extent`] with the ciphertext's crc32c computed by the
+    /// caller (re-encryption computes it on all cores while encrypting).
+    pub(crate) fn write_raw_extent_crc(&mut self, ctx: ExtentContext, ciphertext: &[u8], crc: u32) -> Result<u64> {
+        self.check_writable()?;
         let blocks = (ciphertext.len() / BLOCK_SIZE) as u32;
-        let crc = crc32c(ciphertext);
         let start = self.alloc(u64::from(blocks))?;
         self.write_blocks(start, ciphertext)?;
         let id = self.meta.next_extent_id;

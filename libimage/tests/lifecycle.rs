@@ -754,3 +754,37 @@ fn tricky_tree_through_the_lifecycle() {
     check_clean(&img);
     extract_exact(&img, "user", &[B], &p("x6"), &s2);
 }
+
+/// `--reencrypt` of a snapshot in a fixed-size image too small to hold a
+/// second copy of its data: each time it runs out of room it commits, which
+/// frees the replaced extents, and continues.
+#[test]
+fn reencrypt_in_a_full_fixed_size_image() {
+    let d = tempfile::tempdir().unwrap();
+    let tree = d.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..6 {
+        fs::write(tree.join(format!("f{i}")), pattern(20 + i, 16 * 4096)).unwrap();
+    }
+    let img = d.path().join("img");
+    create(&img, &tree, A);
+    let (total, meta) = {
+        let i = Image::open(&img, Access::ReadOnly).unwrap();
+        (i.superblock().total_blocks, i.superblock().meta_blocks)
+    };
+    // Room for the data, two metadata regions and two more extents.
+    let mut opts = create_opts();
+    opts.size = Some((total + meta + 2 * 16) * 4096);
+    create_image(&img, Source::Dir(&tree), &key(A), &opts, &Quiet).unwrap();
+    let content = digest(&img, &[A, B], false);
+    let r = do_rekey(&img, "main", &[A], B, true).unwrap();
+    assert_eq!(r.extents_reencrypted, 6);
+    assert!(r.commits >= 3, "{r:?}");
+    check_clean(&img);
+    assert_eq!(snapshot_keys(&img, "main"), vec![id(B)]);
+    assert_eq!(digest(&img, &[A, B], false), content);
+    assert_eq!(
+        Image::open(&img, Access::ReadOnly).unwrap().superblock().total_blocks,
+        total + meta + 32
+    );
+}
