@@ -1,6 +1,255 @@
-//! backup-crypt: ciphertext-only backup and restore (not implemented yet; see the issue tracker).
+//! backup-crypt: ciphertext-only backup and restore of cryptimg images.
+//! Flags and output only; the work is done in `libimage::backup`.
+
+use std::io::{Read, Write};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
+use libimage::backup::{self, BackupOptions, RestoreOptions};
+
+const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
+No command needs a key; `list --key-file` only shows real names.";
+
+#[derive(Parser)]
+#[command(
+    name = "backup-crypt",
+    version,
+    about = "Back up and restore encrypted images as ciphertext, without keys",
+    after_help = EXIT_CODES
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Stream a snapshot out of IMAGE as a pax archive (the image is only read).
+    Create {
+        image: PathBuf,
+        /// Output archive, or `-` for standard output.
+        #[arg(short = 'o', long = "output")]
+        output: PathBuf,
+        /// Snapshot to back up (default: the only one, or `main`).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Incremental: do not store extents already in this earlier backup.
+        #[arg(long)]
+        since: Option<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long)]
+        no_progress: bool,
+        /// Print the summary as JSON (on stderr when the archive goes to stdout).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Restore an archive into a new IMAGE, or as a new snapshot of an existing one.
+    Restore {
+        /// Input archive, or `-` for standard input.
+        input: PathBuf,
+        image: PathBuf,
+        /// Name of the restored snapshot (default: the archived name).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Base backup of an incremental archive (repeat for the whole chain).
+        #[arg(long = "base")]
+        bases: Vec<PathBuf>,
+        #[arg(long, short)]
+        quiet: bool,
+        #[arg(long)]
+        no_progress: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// List an archive's members (no-key names; real names with --key-file).
+    List {
+        /// Input archive, or `-` for standard input.
+        input: PathBuf,
+        #[arg(long)]
+        json: bool,
+        /// Key file(s) to show real names (repeatable; `-` = stdin once).
+        #[arg(long)]
+        key_file: Vec<PathBuf>,
+    },
+    /// Check an archive without any image: structure, paths, names, checksums.
+    Verify {
+        /// Input archive, or `-` for standard input.
+        input: PathBuf,
+        /// Base backup(s) of an incremental archive, to check references too.
+        #[arg(long = "base")]
+        bases: Vec<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
+    if p.as_os_str() == "-" {
+        return Ok(Box::new(std::io::stdin().lock()));
+    }
+    let f = std::fs::File::open(p).map_err(|e| libimage::Error::io(format!("opening {}", p.display()), e))?;
+    Ok(Box::new(f))
+}
 
 fn main() {
-    eprintln!("backup-crypt: not implemented yet");
-    std::process::exit(8);
+    let cli: Cli = parse_args();
+    main_with("backup-crypt", || match cli.cmd {
+        Cmd::Create {
+            image,
+            output,
+            snapshot,
+            since,
+            quiet,
+            no_progress,
+            json,
+        } => {
+            let bar = Bar::new(quiet || no_progress);
+            let opts = BackupOptions { snapshot, since };
+            let to_stdout = output.as_os_str() == "-";
+            let report = if to_stdout {
+                let mut out = std::io::stdout().lock();
+                backup::create_backup(&image, &mut out, &opts, &bar)?
+            } else {
+                // Write next to the output and rename, so a failed backup leaves no file.
+                let dir = output
+                    .parent()
+                    .filter(|p| !p.as_os_str().is_empty())
+                    .unwrap_or(std::path::Path::new("."));
+                let mut tmp = tempfile_in(dir)?;
+                let report = backup::create_backup(&image, &mut tmp.1, &opts, &bar);
+                let report = match report {
+                    Ok(r) => r,
+                    Err(e) => {
+                        let _ = std::fs::remove_file(&tmp.0);
+                        return Err(e.into());
+                    }
+                };
+                tmp.1.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
+                std::fs::rename(&tmp.0, &output).map_err(|e| {
+                    let _ = std::fs::remove_file(&tmp.0);
+                    libimage::Error::io(format!("renaming the archive to {}", output.display()), e)
+                })?;
+                report
+            };
+            let text = if json {
+                serde_json::to_string_pretty(&report)?
+            } else {
+                format!(
+                    "backup {} of snapshot {:?}{}: {} members, {} bytes of ciphertext stored, {} extents referenced from the base, archive {} bytes",
+                    report.backup_id,
+                    report.snapshot,
+                    report.base_backup_id.as_ref().map(|b| format!(" (incremental on {b})")).unwrap_or_default(),
+                    report.members,
+                    report.stored_bytes,
+                    report.base_items,
+                    report.archive_bytes
+                )
+            };
+            if !quiet || json {
+                if to_stdout {
+                    eprintln!("{text}");
+                } else {
+                    println!("{text}");
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Restore {
+            input,
+            image,
+            snapshot,
+            bases,
+            quiet,
+            no_progress,
+            json,
+        } => {
+            let bar = Bar::new(quiet || no_progress);
+            let mut r = open_input(&input)?;
+            let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else if !quiet {
+                println!(
+                    "restored snapshot {:?} into {} {}: {} members, {} extents written, {} reused",
+                    report.snapshot,
+                    if report.new_image { "new image" } else { "existing image" },
+                    report.image.display(),
+                    report.stats.members,
+                    report.extents_written,
+                    report.extents_reused
+                );
+            }
+            Ok(exit::OK)
+        }
+        Cmd::List { input, json, key_file } => {
+            let keys = load_keys(&key_file)?;
+            let mut r = open_input(&input)?;
+            let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
+            let mut out = std::io::stdout().lock();
+            if json {
+                let v = serde_json::json!({ "manifest": manifest, "members": entries });
+                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+            } else {
+                for e in entries {
+                    let path = e.real_path.as_deref().unwrap_or(&e.path);
+                    let target = e.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
+                    writeln!(
+                        out,
+                        "{:<8} {:>7o} {:>5}/{:<5} {:>12} {}{}",
+                        e.kind,
+                        e.mode & 0o7777,
+                        e.uid,
+                        e.gid,
+                        e.size,
+                        path,
+                        target
+                    )?;
+                }
+            }
+            Ok(exit::OK)
+        }
+        Cmd::Verify { input, bases, json } => {
+            let mut r = open_input(&input)?;
+            let rep = backup::verify_backup(&mut r, &bases)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&rep)?);
+            } else {
+                println!(
+                    "ok: backup {} of snapshot {:?}: {} members, {} stored bytes, {} extents ({} with every block checked against their crc32c)",
+                    rep.manifest.backup_id,
+                    rep.manifest.snapshot,
+                    rep.stats.members,
+                    rep.stats.stored_bytes,
+                    rep.stats.extents,
+                    rep.stats.extents_checked
+                );
+                if let Some(b) = &rep.manifest.base_backup_id {
+                    if rep.base_items_unchecked > 0 {
+                        println!(
+                            "note: {} extent items live in base backup {b} and were not checked (pass --base)",
+                            rep.base_items_unchecked
+                        );
+                    } else {
+                        println!("incremental on {b}: {} referenced items found in the bases", rep.base_items_checked);
+                    }
+                }
+            }
+            Ok(exit::OK)
+        }
+    })
+}
+
+/// A new file in `dir` for the archive being written.
+fn tempfile_in(dir: &std::path::Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
+    for i in 0..100u32 {
+        let p = dir.join(format!(".backup-crypt.tmp-{}-{i}", std::process::id()));
+        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(libimage::Error::io(format!("creating {}", p.display()), e).into()),
+        }
+    }
+    anyhow::bail!("could not create a temporary file in {}", dir.display())
 }

@@ -91,11 +91,16 @@ fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: 
     let r = TreeReader::new(&img, snap, &keys);
     let ino = r.lookup(path.as_deref().unwrap_or("").as_bytes())?;
     let mut out = std::io::stdout().lock();
-    let entries = if r.inode(ino)?.is_dir() { r.list(ino)? } else { Vec::new() };
-    for l in entries {
-        let i = l.inode;
+    let target = r.inode(ino)?;
+    let entries: Vec<(Vec<u8>, &libimage::inode::Inode)> = if target.is_dir() {
+        r.list(ino)?.into_iter().map(|l| (l.name, l.inode)).collect()
+    } else {
+        let name = path.as_deref().unwrap_or("").rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
+        vec![(name.as_bytes().to_vec(), target)]
+    };
+    for (name, i) in entries {
         write!(out, "{:06o} {:>5} {:>5} {:>12} ", i.mode, i.uid, i.gid, i.size)?;
-        out.write_all(&l.name)?;
+        out.write_all(&name)?;
         writeln!(out)?;
     }
     Ok(exit::OK)

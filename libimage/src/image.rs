@@ -601,8 +601,13 @@ fn xts_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8], enc: bool) {
             key.decrypt_units(first, BLOCK_SIZE, part)
         }
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if buf.len() < PARALLEL_MIN || threads < 2 {
+    if buf.len() < PARALLEL_MIN {
+        return run(first_unit, buf);
+    }
+    // available_parallelism() reads cgroup files on Linux: ask once.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
         return run(first_unit, buf);
     }
     let units = buf.len() / BLOCK_SIZE;

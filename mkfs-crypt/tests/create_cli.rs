@@ -95,6 +95,12 @@ fn create_info_ls_extract() {
     );
     let listing = String::from_utf8(o.stdout).unwrap();
     assert!(listing.contains("notes.md") && listing.contains("readme-link"), "{listing}");
+    let o = run("fsck-crypt", &["ls", s(&img), "docs/notes.md", "--key-file", s(&key)], None);
+    let listing = String::from_utf8(o.stdout).unwrap();
+    assert!(
+        listing.trim_end().ends_with(" 47 notes.md") && listing.lines().count() == 1,
+        "{listing}"
+    );
 
     // Extract with the key, from stdin.
     let dest = t.path().join("out");

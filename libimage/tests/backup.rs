@@ -1,0 +1,424 @@
+//! Backup and restore without keys: round trips, incrementals, restore into
+//! existing images, integrity, and the hostile corpus.
+
+use std::path::{Path, PathBuf};
+
+use libimage::backup::scan::{scan, Sink};
+use libimage::backup::testutil::{canon_snapshot, synth_image};
+use libimage::backup::{create_backup, restore_backup, verify_backup, BackupOptions, RestoreOptions};
+use libimage::image::{Access, Image};
+use libimage::progress::Quiet;
+
+fn backup(img: &Path, snapshot: Option<&str>, since: Option<&Path>) -> (Vec<u8>, libimage::backup::BackupReport) {
+    let mut out = Vec::new();
+    let opts = BackupOptions {
+        snapshot: snapshot.map(str::to_string),
+        since: since.map(Path::to_path_buf),
+    };
+    let r = create_backup(img, &mut out, &opts, &Quiet).expect("backup");
+    assert_eq!(r.archive_bytes, out.len() as u64);
+    (out, r)
+}
+
+fn restore(archive: &[u8], img: &Path, snapshot: Option<&str>, bases: &[PathBuf]) -> libimage::Result<libimage::backup::RestoreReport> {
+    let opts = RestoreOptions {
+        snapshot: snapshot.map(str::to_string),
+        bases: bases.to_vec(),
+    };
+    restore_backup(&mut &archive[..], img, &opts, &Quiet)
+}
+
+fn canon(img: &Path, snap: &str) -> Vec<String> {
+    let i = Image::open(img, Access::ReadOnly).expect("open");
+    canon_snapshot(&i, snap).expect("canon")
+}
+
+fn dir_entries(d: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(d)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
+}
+
+/// The logical state of an image: superblock and metadata, plus the bytes of
+/// every allocated extent.
+fn image_state(p: &Path) -> (u64, Vec<String>, Vec<u8>) {
+    let i = Image::open(p, Access::ReadOnly).unwrap();
+    let mut canon = Vec::new();
+    for s in &i.meta.snapshots {
+        canon.extend(canon_snapshot(&i, &s.name).unwrap());
+    }
+    let mut data = Vec::new();
+    for e in i.meta.extents.values() {
+        data.extend(i.read_blocks(e.start, u64::from(e.blocks)).unwrap());
+    }
+    (i.superblock().generation, canon, data)
+}
+
+#[test]
+fn keyless_round_trip_is_exact() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 11, false).unwrap();
+    let (arch, rep) = backup(&src, None, None);
+    assert!(rep.shared_items >= 1, "the partly shared extent is stored once: {rep:?}");
+    let dst = t.path().join("dst.img");
+    let r = restore(&arch, &dst, None, &[]).unwrap();
+    assert!(r.new_image);
+    assert_eq!(r.snapshot, "main");
+    let a = canon(&src, "main");
+    let b = canon(&dst, "main");
+    assert!(a.len() > 15);
+    assert_eq!(a, b, "restored snapshot differs (metadata, names, contexts or ciphertext)");
+    // Same uuid, same policy, same snapshot creation time.
+    let (si, di) = (
+        Image::open(&src, Access::ReadOnly).unwrap(),
+        Image::open(&dst, Access::ReadOnly).unwrap(),
+    );
+    assert_eq!(si.superblock().uuid, di.superblock().uuid);
+    assert_eq!(si.meta.snapshots[0].policy, di.meta.snapshots[0].policy);
+    assert_eq!(si.meta.snapshots[0].created, di.meta.snapshots[0].created);
+    // Shared extents stay shared: as many extents as the original holds (the
+    // partly referenced one included).
+    assert_eq!(si.meta.extents.len(), di.meta.extents.len());
+    // Nothing else left behind.
+    assert_eq!(dir_entries(t.path()), vec!["dst.img", "src.img"]);
+    // A second backup of the restored image restores to the same again.
+    let (arch2, _) = backup(&dst, None, None);
+    let dst2 = t.path().join("dst2.img");
+    restore(&arch2, &dst2, None, &[]).unwrap();
+    assert_eq!(canon(&dst2, "main"), a);
+}
+
+#[test]
+fn verify_accepts_and_counts() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 12, false).unwrap();
+    let (arch, rep) = backup(&src, None, None);
+    let v = verify_backup(&mut &arch[..], &[]).unwrap();
+    assert_eq!(v.stats.members, rep.members);
+    assert_eq!(v.stats.stored_bytes, rep.stored_bytes);
+    assert!(v.stats.extents_checked >= 4, "{:?}", v.stats);
+}
+
+#[test]
+fn verify_detects_a_flipped_byte_in_any_member() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 13, false).unwrap();
+    let (arch, _) = backup(&src, None, None);
+    // Member boundaries, from a scan.
+    struct Offs(Vec<(u64, u64)>);
+    impl Sink for Offs {
+        fn member(&mut self, m: &libimage::backup::scan::Member) -> libimage::Result<()> {
+            self.0.push((m.offset, m.data_offset));
+            Ok(())
+        }
+    }
+    let mut offs = Offs(Vec::new());
+    scan(&arch[..], &mut offs).unwrap();
+    assert!(offs.0.len() > 15);
+    // Every byte of every member's headers, and a spread of data bytes; plus
+    // the manifest, the trailer and the end-of-archive marker.
+    let mut positions: Vec<usize> = Vec::new();
+    for &(off, data) in &offs.0 {
+        positions.extend((off as usize..data as usize).step_by(3));
+    }
+    let first_member = offs.0[0].0 as usize;
+    positions.extend((0..first_member).step_by(7));
+    let mut data_pos = Vec::new();
+    for w in offs.0.windows(2) {
+        let (d0, next) = (w[0].1 as usize, w[1].0 as usize);
+        if next > d0 {
+            data_pos.extend([d0, d0 + 1, (d0 + next) / 2, next - 1]);
+        }
+    }
+    positions.extend(data_pos);
+    let last = offs.0.last().unwrap().1 as usize;
+    positions.extend((last..arch.len()).step_by(5));
+    let mut checked = 0;
+    for p in positions {
+        let mut bad = arch.clone();
+        bad[p] ^= 0x04;
+        assert!(
+            verify_backup(&mut &bad[..], &[]).is_err(),
+            "flip at byte {p} of {} not detected",
+            arch.len()
+        );
+        checked += 1;
+    }
+    assert!(checked > 2000, "{checked}");
+}
+
+#[test]
+fn every_truncation_is_refused_and_leaves_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 14, false).unwrap();
+    let (arch, _) = backup(&src, None, None);
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    for cut in (0..arch.len() - 1024).step_by(512).chain([arch.len() - 1024 + 100, 17, 600]) {
+        let dst = out.join("x.img");
+        let e = restore(&arch[..cut], &dst, None, &[]).unwrap_err();
+        assert!(e.is_corruption(), "cut {cut}: {e}");
+        assert!(dir_entries(&out).is_empty(), "cut {cut} left {:?}", dir_entries(&out));
+    }
+}
+
+#[test]
+fn incremental_stores_only_changed_extents() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 15, true).unwrap();
+    let (full, _) = backup(&src, Some("main"), None);
+    let base = t.path().join("main.tar");
+    std::fs::write(&base, &full).unwrap();
+    let (inc, rep) = backup(&src, Some("s2"), Some(&base));
+    // synth_image's s2 adds one 5-block file and replaces a file with a 2-block one.
+    assert_eq!(rep.stored_bytes, 7 * 4096, "{rep:?}");
+    assert_eq!(rep.stored_items, 2);
+    assert!(rep.base_items >= 5);
+    let v = verify_backup(&mut &inc[..], &[]).unwrap();
+    assert_eq!(
+        v.manifest.base_backup_id.as_deref(),
+        Some(verify_backup(&mut &full[..], &[]).unwrap().manifest.backup_id.as_str())
+    );
+    assert!(v.base_items_unchecked >= 5);
+    let v = verify_backup(&mut &inc[..], std::slice::from_ref(&base)).unwrap();
+    assert_eq!(v.base_items_unchecked, 0);
+    assert!(v.base_items_checked >= 5);
+
+    // Base + incremental restores the second snapshot.
+    let dst = t.path().join("s2.img");
+    let r = restore(&inc, &dst, None, std::slice::from_ref(&base)).unwrap();
+    assert!(r.base_bytes > 0);
+    assert_eq!(canon(&dst, "s2"), canon(&src, "s2"));
+
+    // Without the base: a clear error, and no image.
+    let dst2 = t.path().join("nobase.img");
+    let e = restore(&inc, &dst2, None, &[]).unwrap_err().to_string();
+    assert!(e.contains("incremental backup of base backup") && e.contains("--base"), "{e}");
+    assert!(!dst2.exists());
+    // With a wrong base: also clear.
+    let other = t.path().join("other.img");
+    synth_image(&other, 99, false).unwrap();
+    let (ofull, _) = backup(&other, None, None);
+    let obase = t.path().join("other.tar");
+    std::fs::write(&obase, &ofull).unwrap();
+    let e = restore(&inc, &dst2, None, std::slice::from_ref(&obase)).unwrap_err().to_string();
+    assert!(e.contains("was not given") && e.contains("given:"), "{e}");
+    assert!(verify_backup(&mut &inc[..], std::slice::from_ref(&obase)).is_err());
+    assert!(!dst2.exists());
+
+    // A chain: a third backup since the incremental needs both bases.
+    let incp = t.path().join("s2.tar");
+    std::fs::write(&incp, &inc).unwrap();
+    let (inc2, rep2) = backup(&src, Some("s2"), Some(&incp));
+    assert_eq!(rep2.stored_bytes, 0);
+    let dst3 = t.path().join("chain.img");
+    let e = restore(&inc2, &dst3, None, std::slice::from_ref(&incp)).unwrap_err().to_string();
+    assert!(e.contains("base backup that was not given"), "{e}");
+    assert!(!dst3.exists());
+    restore(&inc2, &dst3, None, &[incp.clone(), base.clone()]).unwrap();
+    assert_eq!(canon(&dst3, "s2"), canon(&src, "s2"));
+}
+
+#[test]
+fn restore_into_existing_image_adds_one_snapshot() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 16, true).unwrap();
+    let (full, _) = backup(&src, Some("main"), None);
+    let (inc_base, _) = (t.path().join("main.tar"), ());
+    std::fs::write(&inc_base, &full).unwrap();
+    let (inc, _) = backup(&src, Some("s2"), Some(&inc_base));
+
+    // Existing snapshot name: refused, image untouched.
+    let before = image_state(&src);
+    let e = restore(&full, &src, None, &[]).unwrap_err().to_string();
+    assert!(e.contains("already has a snapshot named \"main\""), "{e}");
+    let e = restore(&full, &src, Some("s2"), &[]).unwrap_err().to_string();
+    assert!(e.contains("already has a snapshot named \"s2\""), "{e}");
+    assert_eq!(image_state(&src), before);
+
+    // A new name: one commit; identical extents are reused, not copied.
+    let blocks_before = Image::open(&src, Access::ReadOnly).unwrap().superblock().total_blocks;
+    let r = restore(&full, &src, Some("main-restored"), &[]).unwrap();
+    assert!(!r.new_image);
+    assert!(r.extents_reused > 0 && r.extents_written == 0, "{r:?}");
+    let img = Image::open(&src, Access::ReadOnly).unwrap();
+    assert_eq!(img.superblock().generation, before.0 + 1);
+    assert!(
+        img.superblock().total_blocks < blocks_before + 10,
+        "data was copied: {} -> {}",
+        blocks_before,
+        img.superblock().total_blocks
+    );
+    drop(img);
+    assert_eq!(canon(&src, "main-restored"), canon(&src, "main"));
+    // An incremental restores into the image holding its base without --base.
+    restore(&inc, &src, Some("s2-restored"), &[]).unwrap();
+    assert_eq!(canon(&src, "s2-restored"), canon(&src, "s2"));
+
+    // Into an image that lacks the data: extents are written.
+    let other = t.path().join("other.img");
+    synth_image(&other, 77, false).unwrap();
+    let r = restore(&full, &other, Some("foreign"), &[]).unwrap();
+    assert!(r.extents_written > 0);
+    assert_eq!(canon(&other, "foreign"), canon(&src, "main"));
+    assert_eq!(canon(&other, "main"), {
+        let fresh = t.path().join("fresh.img");
+        synth_image(&fresh, 77, false).unwrap();
+        canon(&fresh, "main")
+    });
+}
+
+#[test]
+fn failed_restore_into_existing_image_changes_nothing() {
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 17, false).unwrap();
+    let target = t.path().join("target.img");
+    synth_image(&target, 18, false).unwrap();
+    let (arch, _) = backup(&src, None, None);
+    let len = std::fs::metadata(&target).unwrap().len();
+    let before = image_state(&target);
+    for cut in [arch.len() / 3, arch.len() / 2, arch.len() - 2000, arch.len() - 1] {
+        assert!(restore(&arch[..cut], &target, Some("x"), &[]).is_err());
+        assert_eq!(image_state(&target), before);
+        assert_eq!(std::fs::metadata(&target).unwrap().len(), len);
+    }
+    let mut bad = arch.clone();
+    let n = bad.len();
+    bad[n - 3000] ^= 1;
+    assert!(restore(&bad, &target, Some("x"), &[]).is_err());
+    assert_eq!(image_state(&target), before);
+    // And then it works.
+    restore(&arch, &target, Some("x"), &[]).unwrap();
+    assert_eq!(canon(&target, "x"), canon(&src, "main"));
+}
+
+fn corpus_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../testdata/backup/hostile")
+}
+
+#[test]
+fn hostile_corpus_is_refused_with_the_expected_error() {
+    let dir = corpus_dir();
+    let tsv = std::fs::read_to_string(dir.join("expected.tsv")).expect("testdata/backup/hostile/expected.tsv");
+    let t = tempfile::tempdir().unwrap();
+    let existing = t.path().join("existing.img");
+    synth_image(&existing, 19, false).unwrap();
+    let before = image_state(&existing);
+    let out = t.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let mut n = 0;
+    for line in tsv.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (file, expect) = line.split_once('\t').expect("file<TAB>error");
+        let bytes = std::fs::read(dir.join(file)).unwrap();
+        let dst = out.join("new.img");
+        let r = restore(&bytes, &dst, None, &[]);
+        let v = verify_backup(&mut &bytes[..], &[]);
+        if expect == "OK" {
+            r.unwrap_or_else(|e| panic!("{file}: {e}"));
+            v.unwrap_or_else(|e| panic!("{file}: {e}"));
+            std::fs::remove_file(&dst).unwrap();
+            continue;
+        }
+        let e = r.err().unwrap_or_else(|| panic!("{file} was accepted by restore"));
+        assert!(e.to_string().contains(expect), "{file}: expected {expect:?}, got: {e}");
+        assert!(e.is_corruption() || matches!(e, libimage::Error::Unsupported(_)), "{file}: {e}");
+        let ve = v.err().unwrap_or_else(|| panic!("{file} was accepted by verify"));
+        assert!(ve.to_string().contains(expect), "{file}: verify said {ve}");
+        assert!(dir_entries(&out).is_empty(), "{file} left {:?}", dir_entries(&out));
+        // Into an existing image: refused, image unchanged.
+        assert!(restore(&bytes, &existing, Some("h"), &[]).is_err(), "{file}");
+        n += 1;
+    }
+    assert!(n >= 20, "only {n} hostile cases");
+    assert_eq!(image_state(&existing), before);
+    assert_eq!(dir_entries(t.path()), vec!["existing.img", "out"]);
+}
+
+#[test]
+fn hostile_corpus_matches_its_generator() {
+    let dir = corpus_dir();
+    let mut tsv = String::new();
+    for (name, expect, bytes) in libimage::backup::hostile::cases() {
+        let on_disk = std::fs::read(dir.join(name)).unwrap_or_default();
+        assert!(
+            on_disk == bytes,
+            "{name} differs from the generator: run `cargo run -p libimage --example mkhostile`"
+        );
+        tsv.push_str(&format!("{name}\t{expect}\n"));
+    }
+    let committed = std::fs::read_to_string(dir.join("expected.tsv")).unwrap();
+    assert!(committed.ends_with(&tsv), "expected.tsv is stale");
+}
+
+fn key(seed: u8) -> libimage::crypto::MasterKey {
+    let raw: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)).collect();
+    libimage::crypto::MasterKey::from_bytes(&raw).unwrap()
+}
+
+/// Issue items 1 and 2: an image made with key K is backed up and restored
+/// with no key at all; extracting the restored image with K gives the
+/// original tree (metadata included), and every file's ciphertext is the
+/// original's byte for byte.
+#[test]
+fn keyless_round_trip_of_a_real_image_extracts_with_the_key() {
+    use libimage::create::{create_image, CreateOptions, Source};
+    use libimage::image::Keyring;
+    use libimage::testkit::{make_tricky_tree, tree_diff};
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir(&src).unwrap();
+    make_tricky_tree(&src).unwrap();
+    let img = t.path().join("a.img");
+    create_image(&img, Source::Dir(&src), &key(1), &CreateOptions::default(), &Quiet).unwrap();
+
+    // No key anywhere from here to the restore.
+    let (arch, rep) = backup(&img, None, None);
+    assert!(rep.files >= 8 && rep.hardlinks >= 2, "{rep:?}");
+    let restored = t.path().join("b.img");
+    restore(&arch, &restored, None, &[]).unwrap();
+    verify_backup(&mut &arch[..], &[]).unwrap();
+
+    // Byte equality of every file's ciphertext, contexts, names, metadata.
+    assert_eq!(canon(&restored, "main"), canon(&img, "main"));
+
+    // Extract with the key: the original tree.
+    let out = t.path().join("out");
+    let i = Image::open(&restored, Access::ReadOnly).unwrap();
+    libimage::read::extract(&i, None, &Keyring::new(vec![key(1)]), &out, true, &Quiet).unwrap();
+    let diff = tree_diff(&src, &out);
+    assert!(diff.is_empty(), "differences: {diff:#?}");
+}
+
+/// `list` shows no-key names without a key and the real names with it.
+#[test]
+fn list_shows_real_names_only_with_the_key() {
+    use libimage::create::{create_image, CreateOptions, Source};
+    use libimage::image::Keyring;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src");
+    std::fs::create_dir_all(src.join("sub")).unwrap();
+    std::fs::write(src.join("sub/hello.txt"), b"hi").unwrap();
+    std::os::unix::fs::symlink("sub/hello.txt", src.join("link")).unwrap();
+    let img = t.path().join("a.img");
+    create_image(&img, Source::Dir(&src), &key(2), &CreateOptions::default(), &Quiet).unwrap();
+    let (arch, _) = backup(&img, None, None);
+    let (_, plain) = libimage::backup::list_backup(&mut &arch[..], &Keyring::default()).unwrap();
+    assert!(plain.iter().all(|e| e.real_path.is_none() && !e.path.contains("hello")));
+    let (m, named) = libimage::backup::list_backup(&mut &arch[..], &Keyring::new(vec![key(2)])).unwrap();
+    assert_eq!(m.keys_needed, vec![key(2).identifier().to_string()]);
+    let mut paths: Vec<&str> = named.iter().filter_map(|e| e.real_path.as_deref()).collect();
+    paths.sort_unstable();
+    assert_eq!(paths, vec!["./", "./link", "./sub/", "./sub/hello.txt"]);
+    let link = named.iter().find(|e| e.real_path.as_deref() == Some("./link")).unwrap();
+    assert_eq!(link.target.as_deref(), Some("sub/hello.txt"));
+}
