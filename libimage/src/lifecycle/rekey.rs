@@ -338,8 +338,13 @@ fn transcrypt(old: &XtsKey, new: &XtsKey, buf: &mut [u8]) -> (u32, u32) {
         }
         (old_crc, new_crc)
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    if buf.len() <= PIECE || threads < 2 {
+    if buf.len() <= PIECE {
+        return run(0, buf);
+    }
+    // available_parallelism() reads cgroup files on Linux: ask once.
+    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    if threads < 2 {
         return run(0, buf);
     }
     let units = buf.len() / BLOCK_SIZE;
