@@ -13,7 +13,7 @@
 //! back to its previous length).
 
 use std::collections::{BTreeMap, HashMap};
-use std::fs::{self, File, OpenOptions};
+use std::fs::OpenOptions;
 use std::io::{BufReader, Read};
 use std::path::{Path, PathBuf};
 
@@ -22,6 +22,7 @@ use super::format::{ExtentKey, Manifest};
 use super::scan::{scan, Kind, Member, ScanStats, Sink};
 use super::segments::Segments;
 use crate::context::EXTENT_CTX_LEN;
+use crate::create::TempImage;
 use crate::error::{CorruptKind, Error, Result};
 use crate::extent::Extent;
 use crate::finding::Severity;
@@ -57,74 +58,6 @@ pub struct RestoreReport {
     pub extents_reused: u64,
     /// Ciphertext bytes read from base backups.
     pub base_bytes: u64,
-}
-
-/// A temporary file next to `path`, renamed over it by [`TempImage::persist`]
-/// and removed on drop otherwise. (The same pattern as `create::create_image`;
-/// a shared helper would belong in `create.rs`.)
-pub struct TempImage {
-    tmp: PathBuf,
-    dest: PathBuf,
-    done: bool,
-}
-
-impl TempImage {
-    pub fn new(dest: &Path) -> Result<(TempImage, File)> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let fname = dest
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{} is not a file path", dest.display())))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", fname.to_string_lossy(), std::process::id()));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        Ok((
-            TempImage {
-                tmp,
-                dest: dest.to_path_buf(),
-                done: false,
-            },
-            f,
-        ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Renames the temporary file into place (refusing to replace a file
-    /// that appeared meanwhile) and syncs the directory.
-    pub fn persist(mut self) -> Result<()> {
-        if self.dest.exists() {
-            return Err(Error::Invalid(format!(
-                "{} appeared while restoring; not replacing it",
-                self.dest.display()
-            )));
-        }
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io(format!("renaming {} to {}", self.tmp.display(), self.dest.display()), e))?;
-        self.done = true;
-        if let Some(d) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(d) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempImage {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 /// A rebuilt extent.
@@ -556,7 +489,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
         Ok(stats) => {
             drop(sink.img.take());
             if let Target::New { tmp: Some(t), .. } = std::mem::replace(&mut sink.target, Target::Existing) {
-                t.persist()?;
+                t.persist(false)?;
             }
             let mut report = sink.report;
             report.stats = stats;
