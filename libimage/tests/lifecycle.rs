@@ -94,8 +94,13 @@ fn create_opts() -> CreateOptions {
     }
 }
 
+/// Creates an image keeping the tree's own timestamps.
 fn create(img: &Path, tree: &Path, k: u8) {
-    create_image(img, Source::Dir(tree), &key(k), &create_opts(), &Quiet).unwrap();
+    let opts = CreateOptions {
+        force: true,
+        ..Default::default()
+    };
+    create_image(img, Source::Dir(tree), &key(k), &opts, &Quiet).unwrap();
 }
 
 fn do_snapshot(p: &Path, from: &str, name: &str) -> libimage::Result<()> {
@@ -110,16 +115,22 @@ fn do_rekey(p: &Path, snap: &str, old: &[u8], new: u8, reencrypt: bool) -> libim
     lifecycle::rekey(&mut Image::open(p, Access::ReadWrite)?, snap, &ring(old), &key(new), &opts, &Quiet)
 }
 fn do_update(p: &Path, snap: &str, tree: &Path, keys: &[u8], delete_missing: bool) -> libimage::Result<()> {
-    let opts = UpdateOptions { delete_missing, time: T };
+    let opts = UpdateOptions {
+        delete_missing,
+        time: T,
+        ..Default::default()
+    };
+    update_with(p, snap, tree, keys, &opts).map(drop)
+}
+fn update_with(p: &Path, snap: &str, tree: &Path, keys: &[u8], opts: &UpdateOptions) -> libimage::Result<lifecycle::UpdateReport> {
     lifecycle::update(
         &mut Image::open(p, Access::ReadWrite)?,
         snap,
         Source::Dir(tree),
         &ring(keys),
-        &opts,
+        opts,
         &Quiet,
     )
-    .map(drop)
 }
 fn do_delete(p: &Path, snap: &str) -> libimage::Result<()> {
     lifecycle::delete(&mut Image::open(p, Access::ReadWrite)?, snap, T).map(drop)
@@ -231,6 +242,7 @@ fn extract(p: &Path, snap: &str, keys: &[u8], dest: &Path) -> libimage::Result<(
 struct Fixture {
     _dir: tempfile::TempDir,
     root: PathBuf,
+    tree: PathBuf,
     tree2: PathBuf,
     img: PathBuf,
 }
@@ -249,6 +261,7 @@ fn fixture() -> Fixture {
     Fixture {
         _dir: dir,
         root,
+        tree,
         tree2,
         img,
     }
@@ -391,7 +404,13 @@ fn snapshot_shares_and_delete_frees() {
 
     // user gets unique data, then is deleted: its unique blocks are free.
     do_rekey(&img, "user", &[A], B, false).unwrap();
-    do_update(&img, "user", &dir.path().join("tree"), &[B], false).unwrap();
+    let all = UpdateOptions {
+        rewrite_all: true,
+        time: T,
+        ..Default::default()
+    };
+    let r = update_with(&img, "user", &tree, &[B], &all).unwrap();
+    assert_eq!(r.unchanged, 0);
     let unique: Vec<(u64, u64)> = {
         let i = Image::open(&img, Access::ReadOnly).unwrap();
         i.meta
@@ -422,6 +441,53 @@ fn snapshot_shares_and_delete_frees() {
     do_update(&img, "again", &tree, &[A], false).unwrap();
     check_clean(&img);
     assert!(fs::metadata(&img).unwrap().len() <= len + (1 << 20));
+}
+
+/// "Untouched shared extents keep their own contexts": an update leaves files
+/// that pass the quick check as they are; only changed files get new data,
+/// under the snapshot's (new) policy key.
+#[test]
+fn update_keeps_unchanged_files_shared() {
+    let f = fixture();
+    let img = &f.img;
+    do_rekey(img, "user", &[A], B, false).unwrap();
+    let before = Image::open(img, Access::ReadOnly).unwrap().meta.clone();
+    let opts = UpdateOptions {
+        time: T,
+        ..Default::default()
+    };
+    let r = update_with(img, "user", &f.tree, &[B], &opts).unwrap();
+    assert_eq!((r.stats.files, r.stats.extents, r.extents_freed), (0, 0, 0), "{r:?}");
+    assert_eq!(r.unchanged, 7, "{r:?}");
+    let after = Image::open(img, Access::ReadOnly).unwrap().meta.clone();
+    assert_eq!(after.extents, before.extents, "every extent still shared");
+    // One file changes: only it is rewritten, under B.
+    fs::write(f.tree.join("usr/share/big.bin"), pattern(5, 9000)).unwrap();
+    let r = update_with(img, "user", &f.tree, &[B], &opts).unwrap();
+    assert_eq!((r.stats.files, r.unchanged, r.extents_freed), (1, 6, 0), "{r:?}");
+    check_clean(img);
+    assert_eq!(snapshot_keys(img, "user"), sorted(vec![id(A), id(B)]));
+    let i = Image::open(img, Access::ReadOnly).unwrap();
+    let b_extents: Vec<_> = i.meta.extents.values().filter(|e| e.ctx.key == id(B)).collect();
+    assert_eq!(b_extents.len(), 1);
+    assert_eq!(b_extents[0].refcount, 1);
+    assert_eq!(
+        i.meta.extents.values().filter(|e| e.refcount == 2).count(),
+        before.extents.len() - 2
+    );
+    drop(i);
+    // The snapshot holds the tree as it is now.
+    let kr = ring(&[A, B]);
+    let i = Image::open(img, Access::ReadOnly).unwrap();
+    let r = TreeReader::new(&i, i.snapshot(Some("user")).unwrap(), &kr);
+    let ino = r.lookup(b"usr/share/big.bin").unwrap();
+    let mut data = Vec::new();
+    r.read_file(ino, &mut |_, d| {
+        data.extend_from_slice(d);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(data, pattern(5, 9000));
 }
 
 #[test]

@@ -113,6 +113,10 @@ struct UpdateArgs {
     /// Also delete every file and directory the source directory no longer has (not with --tar).
     #[arg(long, conflicts_with = "tar")]
     delete_missing: bool,
+    /// Rewrite every file; by default a file whose size, mtime, mode, owner and xattrs are unchanged is kept
+    /// (its data stays shared with other snapshots, under the key it has).
+    #[arg(long)]
+    rewrite_all: bool,
     #[command(flatten)]
     out: Output,
 }
@@ -309,6 +313,7 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
     let mut img = open_rw(&a.image)?;
     let opts = UpdateOptions {
         delete_missing: a.delete_missing,
+        rewrite_all: a.rewrite_all,
         time: commit_time()?,
     };
     let bar = Bar::new(a.out.quiet || a.out.no_progress);
@@ -333,6 +338,7 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
             s.files, s.dirs, s.symlinks, s.hardlinks, s.specials
         );
         println!("  bytes       {} in {} extents", s.bytes, s.extents);
+        println!("  unchanged   {} regular files kept (data still shared)", r.unchanged);
         println!("  deleted     {} entries", r.deleted);
         println!("  freed       {} extents, {} bytes", r.extents_freed, r.bytes_freed);
     }

@@ -7,6 +7,11 @@
 //! (its extents unreferenced, and freed at the commit when no snapshot uses
 //! them any more), and new names, links and data are written under the
 //! snapshot's policy key. One commit at the end.
+//!
+//! A regular file whose type, size, mtime, mode, owner and xattrs equal those
+//! of the file already at its path is left as it is (the quick check rsync
+//! makes): its extents stay shared with the other snapshots, under the keys
+//! they have. [`UpdateOptions::rewrite_all`] rewrites every file instead.
 
 use std::collections::{BTreeSet, HashSet};
 
@@ -19,7 +24,7 @@ use crate::error::{Error, Location, Result};
 use crate::image::{Image, Keyring};
 use crate::inode::Body;
 use crate::progress::Progress;
-use crate::source::{read_tar, walk_dir, EntrySink, SourceEntry};
+use crate::source::{read_tar, walk_dir, EntrySink, SourceEntry, SourceKind};
 use crate::BLOCK_SIZE;
 
 use super::snapshot_index;
@@ -29,6 +34,8 @@ use super::snapshot_index;
 pub struct UpdateOptions {
     /// Remove every entry of the snapshot the source does not have.
     pub delete_missing: bool,
+    /// Rewrite every regular file, even those that pass the quick check.
+    pub rewrite_all: bool,
     /// Commit time.
     pub time: i64,
 }
@@ -41,6 +48,9 @@ pub struct UpdateReport {
     pub key_id: String,
     #[serde(flatten)]
     pub stats: BuildStats,
+    /// Regular files left as they were (quick check: same size, mtime, mode,
+    /// owner and xattrs); their extents stay shared.
+    pub unchanged: u64,
     /// Entries removed by `delete_missing` (a removed directory counts once).
     pub deleted: u64,
     /// Extents no snapshot references any more, freed at the commit.
@@ -48,10 +58,32 @@ pub struct UpdateReport {
     pub bytes_freed: u64,
 }
 
-/// Forwards entries to the builder, recording every path the source has.
+/// Forwards entries to the builder, recording every path the source has and
+/// passing over unchanged regular files.
 struct Recorder<'b, 'a> {
     inner: &'b mut Builder<'a>,
     seen: Option<&'b mut HashSet<Vec<Vec<u8>>>>,
+    skip_unchanged: bool,
+    unchanged: u64,
+}
+
+impl Recorder<'_, '_> {
+    /// True if `e` is a regular file equal, by the quick check, to the
+    /// regular file already at its path.
+    fn is_unchanged(&mut self, e: &SourceEntry<'_>) -> bool {
+        let SourceKind::File { size, .. } = &e.kind else { return false };
+        // A lookup error (e.g. an over-long name) is reported by the import.
+        let Ok(Some(ino)) = self.inner.resolve(&e.path) else { return false };
+        let Some(old) = self.inner.current().inodes.get(&ino) else {
+            return false;
+        };
+        let m = &e.meta;
+        matches!(old.body, Body::File { .. })
+            && old.size == *size
+            && (old.mode, old.uid, old.gid) == (m.mode, m.uid, m.gid)
+            && old.mtime == m.mtime
+            && old.xattrs == m.xattrs
+    }
 }
 
 impl EntrySink for Recorder<'_, '_> {
@@ -60,6 +92,10 @@ impl EntrySink for Recorder<'_, '_> {
             // Tar archives may leave parent directories implicit.
             let mut p = e.path.clone();
             while seen.insert(p.clone()) && p.pop().is_some() {}
+        }
+        if self.skip_unchanged && self.is_unchanged(&e) {
+            self.unchanged += 1;
+            return Ok(());
         }
         self.inner.entry(e)
     }
@@ -109,19 +145,22 @@ pub fn update(
     let before: Vec<(u64, u32)> = img.meta.extents.values().map(|e| (e.id, e.blocks)).collect();
 
     let mut seen = HashSet::new();
-    let stats = {
+    let (stats, unchanged) = {
         let mut b = Builder::new(img, name, key, keys, Reproducible::default(), progress)?;
         progress.start("update", None);
         let mut sink = Recorder {
             inner: &mut b,
             seen: opts.delete_missing.then_some(&mut seen),
+            skip_unchanged: !opts.rewrite_all,
+            unchanged: 0,
         };
         match source {
             Source::Dir(d) => walk_dir(d, &mut sink)?,
             Source::Tar(r) => read_tar(r, &mut sink)?,
         }
+        let unchanged = sink.unchanged;
         progress.finish();
-        b.finish()
+        (b.finish(), unchanged)
     };
 
     let mut deleted = 0;
@@ -149,6 +188,7 @@ pub fn update(
         snapshot: name.to_string(),
         key_id: policy.to_string(),
         stats,
+        unchanged,
         deleted,
         extents_freed,
         bytes_freed,
