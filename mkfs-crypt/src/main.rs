@@ -283,13 +283,12 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         if r.commits == 0 {
             println!("snapshot {:?} is already under key {}: nothing to do", r.snapshot, r.new_policy);
         } else {
-            println!(
-                "{} snapshot {:?}: policy {} -> {}",
-                if a.resume { "resumed rekey of" } else { "rekeyed" },
-                r.snapshot,
-                r.old_policy,
-                r.new_policy
-            );
+            let verb = if a.resume { "resumed rekey of" } else { "rekeyed" };
+            if r.old_policy == r.new_policy {
+                println!("{verb} snapshot {:?}: policy already {}", r.snapshot, r.new_policy);
+            } else {
+                println!("{verb} snapshot {:?}: policy {} -> {}", r.snapshot, r.old_policy, r.new_policy);
+            }
             println!(
                 "  names       {} in {} directories, {} symlink targets",
                 r.names, r.dirs, r.symlinks
