@@ -292,6 +292,11 @@ fn vendor_user_story() {
         assert_eq!(user.policy, id(B).to_string());
         assert_eq!(user.keys_needed.len(), 2);
     }
+    // A second lazy rekey has nothing to do and writes nothing.
+    let h = file_hash(img);
+    let again = do_rekey(img, "user", &[A], B, false).unwrap();
+    assert_eq!((again.commits, again.dirs, again.symlinks), (0, 0, 0), "{again:?}");
+    assert_eq!(file_hash(img), h);
     // Same content, names now under B.
     assert_eq!(section(&digest(img, &[A, B], false), "user"), user_content);
     assert!(!section(&digest(img, &[A, B], true), "user").contains(&format!("dir {}", id(A))));
