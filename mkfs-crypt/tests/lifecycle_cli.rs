@@ -46,28 +46,13 @@ fn fails(args: &[&str], code: i32) -> String {
     String::from_utf8(o.stderr).unwrap()
 }
 
-/// The sibling `fsck-crypt` binary, built (or brought up to date) once:
-/// `cargo test` builds only the binaries of packages with integration tests.
-fn fsck_bin() -> &'static Path {
-    static BIN: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    BIN.get_or_init(|| {
-        let bin = PathBuf::from(env!("CARGO_BIN_EXE_mkfs-crypt")).with_file_name("fsck-crypt");
-        let profile = bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("debug");
-        let profile = if profile == "debug" { "dev" } else { profile };
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let st = Command::new(cargo)
-            .args(["build", "-q", "-p", "fsck-crypt", "--profile", profile])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .status()
-            .unwrap();
-        assert!(st.success() && bin.exists(), "building {} failed", bin.display());
-        bin
-    })
+fn fsck_bin() -> PathBuf {
+    libimage::testkit::sibling_bin(env!("CARGO_BIN_EXE_mkfs-crypt"), "fsck-crypt")
 }
 
 fn fsck(args: &[&str]) -> Output {
     let bin = fsck_bin();
-    Command::new(bin)
+    Command::new(&bin)
         .args(args)
         .output()
         .unwrap_or_else(|e| panic!("running {}: {e} (build the workspace first)", bin.display()))
