@@ -157,6 +157,11 @@ impl<'a> Builder<'a> {
         Ok(())
     }
 
+    /// The snapshot being imported into, as it stands.
+    pub fn current(&self) -> &Snapshot {
+        &self.img.meta.snapshots[self.snap]
+    }
+
     fn snapshot(&mut self) -> &mut Snapshot {
         &mut self.img.meta.snapshots[self.snap]
     }

@@ -32,6 +32,20 @@ use crate::BLOCK_SIZE;
 /// stopped. Used by the crash-matrix tests.
 pub const FAIL_ENV: &str = "CRYPTIMG_FAIL_AFTER_WRITES";
 
+thread_local! {
+    /// Per-thread override of [`FAIL_ENV`] (see [`set_thread_fail_after`]).
+    static THREAD_FAIL_AFTER: std::cell::Cell<Option<u64>> = const { std::cell::Cell::new(None) };
+}
+
+/// Fault-injection hook for in-process tests, which cannot set environment
+/// variables safely while other test threads run: images opened or created on
+/// the calling thread from now on fail at their `n`th block write, as
+/// [`FAIL_ENV`] makes them do for a whole process. `None` goes back to the
+/// environment variable.
+pub fn set_thread_fail_after(n: Option<u64>) {
+    THREAD_FAIL_AFTER.with(|c| c.set(n));
+}
+
 /// Writes larger than this are flushed immediately rather than combined.
 const COMBINE_MAX: usize = 8 << 20;
 
@@ -46,7 +60,9 @@ struct BlockIo {
 
 impl BlockIo {
     fn new(file: File) -> Self {
-        let fail_at = std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok());
+        let fail_at = THREAD_FAIL_AFTER
+            .with(|c| c.get())
+            .or_else(|| std::env::var(FAIL_ENV).ok().and_then(|v| v.parse().ok()));
         BlockIo {
             file,
             writes: 0,
@@ -368,6 +384,12 @@ impl Image {
     pub fn writes(&self) -> u64 {
         self.io.writes
     }
+    /// Makes the `n`th block write of this image (counting from its opening,
+    /// as [`Image::writes`] does) and every later one fail with
+    /// [`Error::InjectedFault`]; `None` disables fault injection.
+    pub fn set_fail_after(&mut self, n: Option<u64>) {
+        self.io.fail_at = n;
+    }
 
     fn check_writable(&self) -> Result<()> {
         if self.access != Access::ReadWrite {
@@ -434,8 +456,14 @@ impl Image {
     /// Adds an already-encrypted extent (backup restore, re-encryption copies).
     pub fn write_raw_extent(&mut self, ctx: ExtentContext, ciphertext: &[u8]) -> Result<u64> {
         self.check_writable()?;
+        self.write_raw_extent_crc(ctx, ciphertext, crc32c(ciphertext))
+    }
+
+    /// [`Image::write_raw_extent`] with the ciphertext's crc32c computed by the
+    /// caller (re-encryption computes it on all cores while encrypting).
+    pub(crate) fn write_raw_extent_crc(&mut self, ctx: ExtentContext, ciphertext: &[u8], crc: u32) -> Result<u64> {
+        self.check_writable()?;
         let blocks = (ciphertext.len() / BLOCK_SIZE) as u32;
-        let crc = crc32c(ciphertext);
         let start = self.alloc(u64::from(blocks))?;
         self.write_blocks(start, ciphertext)?;
         let id = self.meta.next_extent_id;

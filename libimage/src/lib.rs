@@ -19,6 +19,7 @@ pub mod fsout;
 pub mod image;
 pub mod inode;
 pub mod keyfile;
+pub mod lifecycle;
 pub mod meta;
 pub mod metablock;
 pub mod progress;

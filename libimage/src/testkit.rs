@@ -376,6 +376,29 @@ impl EntrySink for CopySink {
     }
 }
 
+/// The workspace binary `name` next to `this_exe` (a `CARGO_BIN_EXE_*` path of
+/// the calling test), built or brought up to date once per test process:
+/// `cargo test` only builds the binaries of packages that have integration
+/// tests, and a stale sibling would test old code.
+pub fn sibling_bin(this_exe: &str, name: &str) -> PathBuf {
+    static BUILT: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let bin = PathBuf::from(this_exe).with_file_name(name);
+    let mut built = BUILT.lock().unwrap_or_else(|p| p.into_inner());
+    if !built.iter().any(|b| b == name) {
+        let profile = bin.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("debug");
+        let profile = if profile == "debug" { "dev" } else { profile };
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let ok = std::process::Command::new(cargo)
+            .args(["build", "-q", "-p", name, "--profile", profile])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(ok && bin.exists(), "building {} failed", bin.display());
+        built.push(name.to_string());
+    }
+    bin
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,9 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn bin(name: &str) -> PathBuf {
-    // Integration tests of this package get its binary; the sibling binary is in the same directory.
-    let me = PathBuf::from(env!("CARGO_BIN_EXE_mkfs-crypt"));
-    me.with_file_name(name)
+    libimage::testkit::sibling_bin(env!("CARGO_BIN_EXE_mkfs-crypt"), name)
 }
 
 fn run(name: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {
