@@ -28,6 +28,8 @@ impl FreeMap {
         let mut free = BTreeMap::new();
         let mut cur = 2u64;
         for (s, l) in used {
+            // Damaged metadata (opened unchecked) may list ranges past the end.
+            let s = s.min(total);
             if s > cur {
                 free.insert(cur, s - cur);
             }

@@ -156,23 +156,23 @@ pub fn read_slots(file: &File) -> [Result<Superblock>; 2] {
 
 /// Picks the newest valid slot.
 pub fn newest(slots: &[Result<Superblock>; 2]) -> Result<Superblock> {
+    // An intact superblock this build does not support (a newer version or an
+    // unknown incompatible feature) may be the newest commit: never fall back
+    // to the other slot, which a later commit would then overwrite.
+    for e in slots.iter().filter_map(|s| s.as_ref().err()) {
+        if let Error::Unsupported(s) = e {
+            return Err(Error::Unsupported(s.clone()));
+        }
+    }
     match (&slots[0], &slots[1]) {
         (Ok(a), Ok(b)) => Ok(if a.generation >= b.generation { a.clone() } else { b.clone() }),
         (Ok(a), Err(_)) => Ok(a.clone()),
         (Err(_), Ok(b)) => Ok(b.clone()),
-        (Err(e0), Err(e1)) => {
-            // An unsupported (but intact) superblock is not corruption.
-            for e in [e0, e1] {
-                if let Error::Unsupported(s) = e {
-                    return Err(Error::Unsupported(s.clone()));
-                }
-            }
-            Err(Error::corrupt(
-                CorruptKind::NoValidSuperblock,
-                format!("image (slot 0: {e0}; slot 1: {e1})"),
-                Some(0),
-            ))
-        }
+        (Err(e0), Err(e1)) => Err(Error::corrupt(
+            CorruptKind::NoValidSuperblock,
+            format!("image (slot 0: {e0}; slot 1: {e1})"),
+            Some(0),
+        )),
     }
 }
 

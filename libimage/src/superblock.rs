@@ -126,6 +126,16 @@ impl Superblock {
                 r.i64()?
             },
         };
+        if sb.generation % 2 != slot {
+            return Err(Error::corrupt(
+                CorruptKind::BadValue {
+                    field: "generation (wrong slot for its parity)",
+                    value: sb.generation,
+                },
+                what,
+                Some(at + 16),
+            ));
+        }
         let unknown = sb.feature_incompat & !INCOMPAT_SUPPORTED;
         if unknown != 0 {
             return Err(Error::Unsupported(format!(
@@ -213,6 +223,8 @@ mod tests {
     fn round_trip() {
         let sb = sample();
         assert_eq!(Superblock::from_bytes(&sb.to_bytes(), 1).unwrap(), sb);
+        // A superblock found in the slot of the other parity is refused.
+        assert!(Superblock::from_bytes(&sb.to_bytes(), 0).is_err());
     }
 
     #[test]
@@ -221,7 +233,7 @@ mod tests {
         for byte in (0..BLOCK_SIZE).step_by(7) {
             let mut c = b.clone();
             c[byte] ^= 0x10;
-            assert!(Superblock::from_bytes(&c, 0).is_err(), "flip at {byte} accepted");
+            assert!(Superblock::from_bytes(&c, 1).is_err(), "flip at {byte} accepted");
         }
     }
 
@@ -229,7 +241,7 @@ mod tests {
     fn unknown_incompat_refused() {
         let mut sb = sample();
         sb.feature_incompat = 1 << 5;
-        let e = Superblock::from_bytes(&sb.to_bytes(), 0).unwrap_err();
+        let e = Superblock::from_bytes(&sb.to_bytes(), 1).unwrap_err();
         assert!(matches!(e, Error::Unsupported(_)), "{e}");
         assert!(e.to_string().contains("0x20"));
     }
