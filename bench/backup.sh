@@ -32,7 +32,7 @@ esac
 
 WORK=${BENCH_DIR:-$(mktemp -d)}
 mkdir -p "$WORK"
-cleanup() { [ -z "${BENCH_DIR:-}" ] && rm -rf "$WORK"; }
+cleanup() { if [ -z "${BENCH_DIR:-}" ]; then rm -rf "$WORK"; fi; }
 trap cleanup EXIT
 
 TREE=$WORK/tree

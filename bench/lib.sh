@@ -29,16 +29,22 @@ ensure_tools() {
   fi
 }
 
-# measure NAME CMD... : runs CMD once, records wall seconds and peak RSS (KiB) in
-# the globals SECS and RSS, and prints a line.
+# measure NAME CMD... : runs CMD $BENCH_RUNS times (default 3; the shell code in
+# $PREP, if set, runs untimed before each run), keeps the fastest, and sets the
+# globals SECS (wall seconds) and RSS (peak KiB of that run); prints a line.
 measure() {
   local name=$1; shift
-  local out
+  local out runs=${BENCH_RUNS:-3} best= best_rss= s r
   out=$(mktemp)
-  /usr/bin/time -f '%e %M' -o "$out" "$@" >/dev/null 2>"$out.err" || { cat "$out.err" >&2; rm -f "$out" "$out.err"; return 1; }
-  read -r SECS RSS < "$out"
+  for _ in $(seq 1 "$runs"); do
+    [ -n "${PREP:-}" ] && eval "$PREP"
+    /usr/bin/time -f '%e %M' -o "$out" "$@" >/dev/null 2>"$out.err" || { cat "$out.err" >&2; rm -f "$out" "$out.err"; return 1; }
+    read -r s r < "$out"
+    if [ -z "$best" ] || awk -v a="$s" -v b="$best" 'BEGIN { exit !(a < b) }'; then best=$s; best_rss=$r; fi
+  done
   rm -f "$out" "$out.err"
-  printf '  %-40s %8.2f s  %8d KiB peak RSS\n' "$name" "$SECS" "$RSS"
+  SECS=$best; RSS=$best_rss
+  printf '  %-40s %8.2f s  %8d KiB peak RSS  (best of %d)\n' "$name" "$SECS" "$RSS" "$runs"
 }
 
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { if (b > 0) printf "%.2f", a / b; else print "n/a" }'; }

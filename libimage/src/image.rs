@@ -23,6 +23,7 @@ use crate::extent::Extent;
 use crate::finding::{Finding, Severity};
 use crate::meta::Metadata;
 use crate::metablock;
+use crate::parallel::{combine_crcs, pieces, split_units};
 use crate::superblock::{Superblock, SLOTS};
 use crate::validate::{check_metadata, Geometry};
 use crate::BLOCK_SIZE;
@@ -117,6 +118,14 @@ impl BlockIo {
 
 /// Reads `count` blocks at `start`; a short read is a truncated image.
 pub fn read_blocks_from(file: &File, start: u64, count: u64, what: &str) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    read_blocks_into(file, start, count, what, &mut buf)?;
+    Ok(buf)
+}
+
+/// Like [`read_blocks_from`], into a reused buffer (resized to fit), which
+/// spares large reads a fresh allocation and its page faults each time.
+pub fn read_blocks_into(file: &File, start: u64, count: u64, what: &str, buf: &mut Vec<u8>) -> Result<()> {
     let len = count
         .checked_mul(BLOCK_SIZE as u64)
         .filter(|&l| l <= isize::MAX as u64)
@@ -143,10 +152,8 @@ pub fn read_blocks_from(file: &File, start: u64, count: u64, what: &str) -> Resu
             Some(off),
         ));
     }
-    let mut buf = vec![0u8; len as usize];
-    file.read_exact_at(&mut buf, off)
-        .map_err(|e| Error::io(format!("reading {what}"), e))?;
-    Ok(buf)
+    buf.resize(len as usize, 0);
+    file.read_exact_at(buf, off).map_err(|e| Error::io(format!("reading {what}"), e))
 }
 
 /// Reads and validates both superblock slots.
@@ -413,6 +420,11 @@ impl Image {
         read_blocks_from(&self.io.file, start, count, "data blocks")
     }
 
+    /// Reads `count` blocks at `start` into `buf` (resized to fit).
+    pub fn read_blocks_into(&self, start: u64, count: u64, buf: &mut Vec<u8>) -> Result<()> {
+        read_blocks_into(&self.io.file, start, count, "data blocks", buf)
+    }
+
     /// Allocates blocks that are free in the committed state.
     pub fn alloc(&mut self, blocks: u64) -> Result<u64> {
         self.check_writable()?;
@@ -433,8 +445,7 @@ impl Image {
         self.check_writable()?;
         debug_assert!(!plain.is_empty() && plain.len() % BLOCK_SIZE == 0);
         let blocks = (plain.len() / BLOCK_SIZE) as u32;
-        encrypt_parallel(&key.extent_key(&nonce), 0, plain);
-        let crc = crc32c(plain);
+        let crc = encrypt_with_crc(&key.extent_key(&nonce), 0, plain);
         let start = self.alloc(u64::from(blocks))?;
         self.write_blocks(start, plain)?;
         let id = self.meta.next_extent_id;
@@ -599,43 +610,21 @@ impl Image {
     }
 }
 
-/// Below this size extents are encrypted on the calling thread.
-const PARALLEL_MIN: usize = 1 << 20;
-
-/// AES-256-XTS over whole data units, split across all cores for large buffers.
-/// Unit k of `buf` uses data-unit index `first_unit + k`.
-pub fn encrypt_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8]) {
-    xts_parallel(key, first_unit, buf, true)
+/// Encrypts whole data units in place on all cores (unit k of `buf` is data
+/// unit `first_unit + k`) and returns the crc32c of the ciphertext, computed
+/// piece by piece while it is in cache.
+pub fn encrypt_with_crc(key: &XtsKey, first_unit: u64, buf: &mut [u8]) -> u32 {
+    combine_crcs(split_units(buf, first_unit, |first, part| {
+        let mut crc = 0;
+        pieces(first, part, |unit, piece| {
+            key.encrypt_units(unit, BLOCK_SIZE, piece);
+            crc = crc32c::crc32c_append(crc, piece);
+        });
+        crc
+    }))
 }
 
-/// The inverse of [`encrypt_parallel`].
+/// Decrypts whole data units in place on all cores.
 pub fn decrypt_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8]) {
-    xts_parallel(key, first_unit, buf, false)
-}
-
-fn xts_parallel(key: &XtsKey, first_unit: u64, buf: &mut [u8], enc: bool) {
-    let run = |first: u64, part: &mut [u8]| {
-        if enc {
-            key.encrypt_units(first, BLOCK_SIZE, part)
-        } else {
-            key.decrypt_units(first, BLOCK_SIZE, part)
-        }
-    };
-    if buf.len() < PARALLEL_MIN {
-        return run(first_unit, buf);
-    }
-    // available_parallelism() reads cgroup files on Linux: ask once.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads < 2 {
-        return run(first_unit, buf);
-    }
-    let units = buf.len() / BLOCK_SIZE;
-    let per = units.div_ceil(threads) * BLOCK_SIZE;
-    std::thread::scope(|s| {
-        for (i, part) in buf.chunks_mut(per).enumerate() {
-            let first = first_unit + (i * per / BLOCK_SIZE) as u64;
-            s.spawn(move || run(first, part));
-        }
-    });
+    split_units(buf, first_unit, |first, part| key.decrypt_units(first, BLOCK_SIZE, part));
 }

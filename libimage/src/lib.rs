@@ -22,6 +22,7 @@ pub mod keyfile;
 pub mod lifecycle;
 pub mod meta;
 pub mod metablock;
+pub mod parallel;
 pub mod progress;
 pub mod read;
 pub mod snapshot;

@@ -30,6 +30,7 @@ use crate::crypto::{KeyId, MasterKey, Nonce, XtsKey};
 use crate::error::{CorruptKind, Error, Location, Result};
 use crate::image::{Image, Keyring};
 use crate::inode::Body;
+use crate::parallel::{combine_crcs, pieces, split_units};
 use crate::progress::Progress;
 use crate::BLOCK_SIZE;
 
@@ -326,51 +327,19 @@ fn reencrypt_extents(
 /// `old` and encrypts it under `new`, in cache-sized pieces, on all cores.
 /// Returns the crc32c of the old and of the new ciphertext.
 fn transcrypt(old: &XtsKey, new: &XtsKey, buf: &mut [u8]) -> (u32, u32) {
-    const PIECE: usize = 64 * BLOCK_SIZE;
-    let run = |first: u64, part: &mut [u8]| {
+    let parts = split_units(buf, 0, |first, part| {
         let (mut old_crc, mut new_crc) = (0u32, 0u32);
-        for (i, piece) in part.chunks_mut(PIECE).enumerate() {
-            let unit = first + (i * PIECE / BLOCK_SIZE) as u64;
+        pieces(first, part, |unit, piece| {
             old_crc = crc32c::crc32c_append(old_crc, piece);
             old.decrypt_units(unit, BLOCK_SIZE, piece);
             new.encrypt_units(unit, BLOCK_SIZE, piece);
             new_crc = crc32c::crc32c_append(new_crc, piece);
-        }
+        });
         (old_crc, new_crc)
-    };
-    if buf.len() <= PIECE {
-        return run(0, buf);
-    }
-    // available_parallelism() reads cgroup files on Linux: ask once.
-    static THREADS: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    let threads = *THREADS.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    if threads < 2 {
-        return run(0, buf);
-    }
-    let units = buf.len() / BLOCK_SIZE;
-    let per = units.div_ceil(threads) * BLOCK_SIZE;
-    let parts: Vec<(u32, u32, usize)> = std::thread::scope(|s| {
-        let handles: Vec<_> = buf
-            .chunks_mut(per)
-            .enumerate()
-            .map(|(i, part)| {
-                let first = (i * per / BLOCK_SIZE) as u64;
-                let len = part.len();
-                s.spawn(move || {
-                    let (o, n) = run(first, part);
-                    (o, n, len)
-                })
-            })
-            .collect();
-        // A panicking worker would be a bug in the cipher; re-raise it.
-        handles
-            .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
     });
-    parts.into_iter().fold((0, 0), |(o, n), (po, pn, len)| {
-        (crc32c::crc32c_combine(o, po, len), crc32c::crc32c_combine(n, pn, len))
-    })
+    let old_crc = combine_crcs(parts.iter().map(|&((o, _), len)| (o, len)));
+    let new_crc = combine_crcs(parts.iter().map(|&((_, n), len)| (n, len)));
+    (old_crc, new_crc)
 }
 
 #[cfg(test)]
