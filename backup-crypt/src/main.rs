@@ -5,7 +5,8 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
+use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
+use libimage::atomic::AtomicFile;
 use libimage::backup::{self, BackupOptions, RestoreOptions};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
@@ -37,13 +38,9 @@ enum Cmd {
         /// Incremental: do not store extents already in this earlier backup.
         #[arg(long)]
         since: Option<PathBuf>,
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long)]
-        no_progress: bool,
-        /// Print the summary as JSON (on stderr when the archive goes to stdout).
-        #[arg(long)]
-        json: bool,
+        /// (With `-o -` the summary goes to stderr.)
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// Restore an archive into a new IMAGE, or as a new snapshot of an existing one.
     Restore {
@@ -56,12 +53,8 @@ enum Cmd {
         /// Base backup of an incremental archive (repeat for the whole chain).
         #[arg(long = "base")]
         bases: Vec<PathBuf>,
-        #[arg(long, short)]
-        quiet: bool,
-        #[arg(long)]
-        no_progress: bool,
-        #[arg(long)]
-        json: bool,
+        #[command(flatten)]
+        out: OutputArgs,
     },
     /// List an archive's members (no-key names; real names with --key-file).
     List {
@@ -101,36 +94,21 @@ fn main() {
             output,
             snapshot,
             since,
-            quiet,
-            no_progress,
-            json,
+            out,
         } => {
-            let bar = Bar::new(quiet || no_progress);
+            let OutputArgs { quiet, json, .. } = out;
+            let bar = out.bar();
             let opts = BackupOptions { snapshot, since };
             let to_stdout = output.as_os_str() == "-";
             let report = if to_stdout {
                 let mut out = std::io::stdout().lock();
                 backup::create_backup(&image, &mut out, &opts, &bar)?
             } else {
-                // Write next to the output and rename, so a failed backup leaves no file.
-                let dir = output
-                    .parent()
-                    .filter(|p| !p.as_os_str().is_empty())
-                    .unwrap_or(std::path::Path::new("."));
-                let mut tmp = tempfile_in(dir)?;
-                let report = backup::create_backup(&image, &mut tmp.1, &opts, &bar);
-                let report = match report {
-                    Ok(r) => r,
-                    Err(e) => {
-                        let _ = std::fs::remove_file(&tmp.0);
-                        return Err(e.into());
-                    }
-                };
-                tmp.1.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
-                std::fs::rename(&tmp.0, &output).map_err(|e| {
-                    let _ = std::fs::remove_file(&tmp.0);
-                    libimage::Error::io(format!("renaming the archive to {}", output.display()), e)
-                })?;
+                // Written under a temporary name and renamed: a failed backup leaves no file.
+                let (tmp, mut f) = AtomicFile::new(&output)?;
+                let report = backup::create_backup(&image, &mut f, &opts, &bar)?;
+                f.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
+                tmp.persist(true)?;
                 report
             };
             let text = if json {
@@ -161,11 +139,10 @@ fn main() {
             image,
             snapshot,
             bases,
-            quiet,
-            no_progress,
-            json,
+            out,
         } => {
-            let bar = Bar::new(quiet || no_progress);
+            let OutputArgs { quiet, json, .. } = out;
+            let bar = out.bar();
             let mut r = open_input(&input)?;
             let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar)?;
             if json {
@@ -239,17 +216,4 @@ fn main() {
             Ok(exit::OK)
         }
     })
-}
-
-/// A new file in `dir` for the archive being written.
-fn tempfile_in(dir: &std::path::Path) -> anyhow::Result<(PathBuf, std::fs::File)> {
-    for i in 0..100u32 {
-        let p = dir.join(format!(".backup-crypt.tmp-{}-{i}", std::process::id()));
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&p) {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(libimage::Error::io(format!("creating {}", p.display()), e).into()),
-        }
-    }
-    anyhow::bail!("could not create a temporary file in {}", dir.display())
 }

@@ -75,6 +75,27 @@ pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Keyring> {
     Ok(Keyring::new(keys))
 }
 
+/// Output flags shared by the commands that do long work.
+#[derive(clap::Args, Debug, Clone, Copy)]
+pub struct OutputArgs {
+    /// No progress and no summary.
+    #[arg(long, short)]
+    pub quiet: bool,
+    /// No progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl OutputArgs {
+    /// The progress bar these flags ask for.
+    pub fn bar(&self) -> Bar {
+        Bar::new(self.quiet || self.no_progress)
+    }
+}
+
 /// A progress bar on stderr when it is a terminal and not silenced.
 pub struct Bar {
     bar: Option<ProgressBar>,

@@ -127,23 +127,7 @@ impl<'a> Builder<'a> {
             Nonce::random()?
         };
         let t = clamp_time(repro, Timespec { sec: created, nsec: 0 });
-        let root = Inode {
-            ino: 1,
-            mode: S_IFDIR | 0o755,
-            uid: 0,
-            gid: 0,
-            nlink: 1,
-            size: 0,
-            atime: t,
-            mtime: t,
-            ctime: t,
-            rdev: 0,
-            xattrs: Vec::new(),
-            body: Body::Dir {
-                ctx: PolicyContext::new(key.identifier(), nonce),
-                entries: Vec::new(),
-            },
-        };
+        let root = Inode::empty_dir(1, 0o755, PolicyContext::new(key.identifier(), nonce), t);
         let mut inodes = std::collections::BTreeMap::new();
         inodes.insert(1, root);
         img.meta.snapshots.push(Snapshot {

@@ -2,10 +2,11 @@
 //! written to a temporary file and renamed into place, so no partial image is
 //! ever left behind and an existing image is untouched until the rename.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::File;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
+use crate::atomic::AtomicFile;
 use crate::build::{BuildStats, Builder, Reproducible};
 use crate::crypto::{KeyId, MasterKey};
 use crate::error::{Error, Result};
@@ -94,79 +95,11 @@ pub fn create_image(
         Some(s) if s % BLOCK_SIZE as u64 == 0 => s / BLOCK_SIZE as u64,
         Some(s) => return Err(Error::Invalid(format!("--size {s} is not a multiple of {BLOCK_SIZE}"))),
     };
-    let (tmp, file) = TempImage::new(path)?;
+    let (tmp, file) = AtomicFile::new(path)?;
     let mut report = build(file, tmp.path(), source, key, opts, max_blocks, progress)?;
     tmp.persist(opts.force)?;
     report.image = path.to_path_buf();
     Ok(report)
-}
-
-/// A temporary file next to `path`, renamed over it by [`TempImage::persist`]
-/// and removed on drop otherwise. (The same pattern as `create::create_image`;
-/// a shared helper would belong in `create.rs`.)
-pub struct TempImage {
-    tmp: PathBuf,
-    dest: PathBuf,
-    done: bool,
-}
-
-impl TempImage {
-    pub fn new(dest: &Path) -> Result<(TempImage, File)> {
-        let dir = match dest.parent() {
-            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        let fname = dest
-            .file_name()
-            .ok_or_else(|| Error::Invalid(format!("{} is not a file path", dest.display())))?;
-        let tmp = dir.join(format!(".{}.tmp-{}", fname.to_string_lossy(), std::process::id()));
-        let f = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .open(&tmp)
-            .map_err(|e| Error::io(format!("creating {}", tmp.display()), e))?;
-        Ok((
-            TempImage {
-                tmp,
-                dest: dest.to_path_buf(),
-                done: false,
-            },
-            f,
-        ))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.tmp
-    }
-
-    /// Renames the temporary file into place (unless `replace`, refusing to
-    /// replace a file that appeared meanwhile) and syncs the directory.
-    pub fn persist(mut self, replace: bool) -> Result<()> {
-        if !replace && self.dest.exists() {
-            return Err(Error::Invalid(format!(
-                "{} appeared meanwhile; not replacing it",
-                self.dest.display()
-            )));
-        }
-        fs::rename(&self.tmp, &self.dest)
-            .map_err(|e| Error::io(format!("renaming {} to {}", self.tmp.display(), self.dest.display()), e))?;
-        self.done = true;
-        if let Some(d) = self.dest.parent().filter(|p| !p.as_os_str().is_empty()) {
-            if let Ok(d) = File::open(d) {
-                let _ = d.sync_all();
-            }
-        }
-        Ok(())
-    }
-}
-
-impl Drop for TempImage {
-    fn drop(&mut self) {
-        if !self.done {
-            let _ = fs::remove_file(&self.tmp);
-        }
-    }
 }
 
 fn build(

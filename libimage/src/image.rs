@@ -443,40 +443,29 @@ impl Image {
     /// it with refcount 0 (the caller adds references). Returns the extent id.
     pub fn write_extent(&mut self, key: &MasterKey, nonce: Nonce, plain: &mut [u8]) -> Result<u64> {
         self.check_writable()?;
-        debug_assert!(!plain.is_empty() && plain.len() % BLOCK_SIZE == 0);
-        let blocks = (plain.len() / BLOCK_SIZE) as u32;
         let crc = encrypt_with_crc(&key.extent_key(&nonce), 0, plain);
-        let start = self.alloc(u64::from(blocks))?;
-        self.write_blocks(start, plain)?;
-        let id = self.meta.next_extent_id;
-        self.meta.next_extent_id += 1;
-        self.meta.extents.insert(
-            id,
-            Extent {
-                id,
-                start,
-                blocks,
-                refcount: 0,
-                crc,
-                ctx: ExtentContext::new(key.identifier(), nonce),
-            },
-        );
-        Ok(id)
+        self.write_raw_extent_crc(ExtentContext::new(key.identifier(), nonce), plain, crc)
     }
 
     /// Adds an already-encrypted extent (backup restore, re-encryption copies).
     pub fn write_raw_extent(&mut self, ctx: ExtentContext, ciphertext: &[u8]) -> Result<u64> {
-        self.check_writable()?;
         self.write_raw_extent_crc(ctx, ciphertext, crc32c(ciphertext))
     }
 
     /// [`Image::write_raw_extent`] with the ciphertext's crc32c computed by the
-    /// caller (re-encryption computes it on all cores while encrypting).
+    /// caller (while encrypting, on all cores).
     pub(crate) fn write_raw_extent_crc(&mut self, ctx: ExtentContext, ciphertext: &[u8], crc: u32) -> Result<u64> {
         self.check_writable()?;
+        debug_assert!(!ciphertext.is_empty() && ciphertext.len() % BLOCK_SIZE == 0);
         let blocks = (ciphertext.len() / BLOCK_SIZE) as u32;
         let start = self.alloc(u64::from(blocks))?;
         self.write_blocks(start, ciphertext)?;
+        Ok(self.record_extent(start, blocks, crc, ctx))
+    }
+
+    /// Records an extent whose blocks (allocated with [`Image::alloc`]) the
+    /// caller writes itself, with refcount 0. Returns its new id.
+    pub fn record_extent(&mut self, start: u64, blocks: u32, crc: u32, ctx: ExtentContext) -> u64 {
         let id = self.meta.next_extent_id;
         self.meta.next_extent_id += 1;
         self.meta.extents.insert(
@@ -490,7 +479,7 @@ impl Image {
                 ctx,
             },
         );
-        Ok(id)
+        id
     }
 
     /// Reads and decrypts `count` blocks of extent `id` starting at block

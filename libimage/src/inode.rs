@@ -124,6 +124,25 @@ fn write_ts(w: &mut Writer, t: Timespec) {
 }
 
 impl Inode {
+    /// A new, empty directory owned by root, named by one entry (nlink 1),
+    /// with all three timestamps `t`.
+    pub fn empty_dir(ino: u64, perm: u32, ctx: PolicyContext, t: Timespec) -> Inode {
+        Inode {
+            ino,
+            mode: S_IFDIR | (perm & 0o7777),
+            uid: 0,
+            gid: 0,
+            nlink: 1,
+            size: 0,
+            atime: t,
+            mtime: t,
+            ctime: t,
+            rdev: 0,
+            xattrs: Vec::new(),
+            body: Body::Dir { ctx, entries: Vec::new() },
+        }
+    }
+
     /// The file type bits of the mode.
     pub fn file_type(&self) -> u32 {
         self.mode & S_IFMT

@@ -5,6 +5,7 @@
 //! module here with `read`/`write` (or `from_bytes`/`to_bytes`).
 
 pub mod alloc;
+pub mod atomic;
 pub mod backup;
 pub mod build;
 pub mod bytes;

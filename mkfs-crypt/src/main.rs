@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use cryptimg_cli::{exit, load_keys, main_with, parse_args, parse_size, Bar};
+use cryptimg_cli::{exit, load_keys, main_with, parse_args, parse_size, OutputArgs};
 use libimage::build::Reproducible;
 use libimage::create::{create_image, CreateOptions, Source};
 use libimage::image::{Access, Image};
@@ -40,20 +40,6 @@ enum Cmd {
     Delete(DeleteArgs),
 }
 
-/// Output flags shared by the lifecycle commands.
-#[derive(Args)]
-struct Output {
-    /// No progress and no summary.
-    #[arg(long, short)]
-    quiet: bool,
-    /// No progress bar.
-    #[arg(long)]
-    no_progress: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
-}
-
 #[derive(Args)]
 struct SnapshotArgs {
     /// The image to change.
@@ -65,7 +51,7 @@ struct SnapshotArgs {
     #[arg(long)]
     name: String,
     #[command(flatten)]
-    out: Output,
+    out: OutputArgs,
 }
 
 #[derive(Args)]
@@ -91,7 +77,7 @@ struct RekeyArgs {
     #[arg(long, value_parser = parse_size, default_value = "256M")]
     batch_size: u64,
     #[command(flatten)]
-    out: Output,
+    out: OutputArgs,
 }
 
 #[derive(Args)]
@@ -118,7 +104,7 @@ struct UpdateArgs {
     #[arg(long)]
     rewrite_all: bool,
     #[command(flatten)]
-    out: Output,
+    out: OutputArgs,
 }
 
 #[derive(Args)]
@@ -129,7 +115,7 @@ struct DeleteArgs {
     #[arg(long)]
     snapshot: String,
     #[command(flatten)]
-    out: Output,
+    out: OutputArgs,
 }
 
 #[derive(Args)]
@@ -157,15 +143,8 @@ struct CreateArgs {
     /// Fix the image size (e.g. 512M); by default it grows as needed.
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
-    /// No progress and no summary.
-    #[arg(long, short)]
-    quiet: bool,
-    /// No progress bar.
-    #[arg(long)]
-    no_progress: bool,
-    /// Print the summary as JSON.
-    #[arg(long)]
-    json: bool,
+    #[command(flatten)]
+    out: OutputArgs,
 }
 
 fn create(a: CreateArgs) -> anyhow::Result<i32> {
@@ -187,7 +166,7 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
         force: a.force,
         size: a.size,
     };
-    let bar = Bar::new(a.quiet || a.no_progress);
+    let bar = a.out.bar();
     let report = match (&a.root, &a.tar) {
         (Some(d), _) => create_image(&a.image, Source::Dir(d), &key, &opts, &bar)?,
         (None, Some(t)) if t.as_os_str() == "-" => create_image(&a.image, Source::Tar(&mut std::io::stdin().lock()), &key, &opts, &bar)?,
@@ -197,9 +176,9 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
         }
         (None, None) => unreachable!("clap requires --root or --tar"),
     };
-    if a.json {
+    if a.out.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
-    } else if !a.quiet {
+    } else if !a.out.quiet {
         let s = &report.stats;
         println!("created {} (snapshot {:?})", report.image.display(), report.snapshot);
         println!("  key id      {}", report.key_id);
@@ -263,7 +242,7 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         time: commit_time()?,
         ..Default::default()
     };
-    let bar = Bar::new(a.out.quiet || a.out.no_progress);
+    let bar = a.out.bar();
     let r = lifecycle::rekey(&mut img, &a.snapshot, &old, &new, &opts, &bar).map_err(|e| {
         let wrong_key = matches!(e, libimage::Error::WrongKey { .. });
         let e = anyhow::Error::new(e);
@@ -315,7 +294,7 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
         rewrite_all: a.rewrite_all,
         time: commit_time()?,
     };
-    let bar = Bar::new(a.out.quiet || a.out.no_progress);
+    let bar = a.out.bar();
     let r = match (&a.root, &a.tar) {
         (Some(d), _) => lifecycle::update(&mut img, &a.snapshot, Source::Dir(d), &keys, &opts, &bar)?,
         (None, Some(t)) if t.as_os_str() == "-" => {

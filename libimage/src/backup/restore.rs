@@ -21,10 +21,9 @@ use super::base::BaseIndex;
 use super::format::{ExtentKey, Manifest};
 use super::scan::{scan, Kind, Member, ScanStats, Sink};
 use super::segments::Segments;
+use crate::atomic::AtomicFile;
 use crate::context::EXTENT_CTX_LEN;
-use crate::create::TempImage;
 use crate::error::{CorruptKind, Error, Result};
-use crate::extent::Extent;
 use crate::finding::Severity;
 use crate::image::{Access, Image};
 use crate::inode::{Body, DirEntry, Inode, MapEntry};
@@ -74,7 +73,7 @@ enum Target {
     /// Created when the manifest has been read.
     New {
         dest: PathBuf,
-        tmp: Option<TempImage>,
+        tmp: Option<AtomicFile>,
     },
     Existing,
 }
@@ -139,19 +138,7 @@ impl RestoreSink<'_> {
         }
         let img = self.img()?;
         let start = img.alloc(u64::from(key.blocks))?;
-        let id = img.meta.next_extent_id;
-        img.meta.next_extent_id += 1;
-        img.meta.extents.insert(
-            id,
-            Extent {
-                id,
-                start,
-                blocks: key.blocks,
-                refcount: 0,
-                crc: key.crc,
-                ctx: key.context(),
-            },
-        );
+        let id = img.record_extent(start, key.blocks, key.crc, key.context());
         self.report.extents_written += 1;
         self.exts.insert(
             key.ctx,
@@ -283,7 +270,7 @@ impl Sink for RestoreSink<'_> {
             }
         }
         if let Target::New { dest, tmp } = &mut self.target {
-            let (t, file) = TempImage::new(dest)?;
+            let (t, file) = AtomicFile::new(dest)?;
             let mut img = Image::create(file, t.path(), m.uuid(), 0)?;
             *tmp = Some(t);
             img.commit(self.time)?;
@@ -497,7 +484,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
         }
         Err(e) => {
             drop(sink.img.take());
-            // A new image's temporary file is removed by TempImage's drop.
+            // A new image's temporary file is removed by AtomicFile's drop.
             if exists && !committing {
                 if let Ok(f) = OpenOptions::new().write(true).open(image) {
                     if f.metadata().is_ok_and(|m| m.len() > orig_len) {

@@ -35,7 +35,7 @@ use crate::crypto::{nokey_name, Nonce};
 use crate::error::{Error, Result};
 use crate::finding::Where;
 use crate::image::{Access, Image, Keyring};
-use crate::inode::{Body, DirEntry, Inode, S_IFDIR};
+use crate::inode::{Body, DirEntry, Inode};
 use crate::meta::Metadata;
 use crate::snapshot::Snapshot;
 use crate::source::Timespec;
@@ -326,23 +326,7 @@ fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i6
         None => {
             let ctx = PolicyContext::new(rctx.key, Nonce::random()?);
             let ino = snap.alloc_ino();
-            snap.inodes.insert(
-                ino,
-                Inode {
-                    ino,
-                    mode: S_IFDIR | 0o700,
-                    uid: 0,
-                    gid: 0,
-                    nlink: 1,
-                    size: 0,
-                    atime: t,
-                    mtime: t,
-                    ctime: t,
-                    rdev: 0,
-                    xattrs: Vec::new(),
-                    body: Body::Dir { ctx, entries: Vec::new() },
-                },
-            );
+            snap.inodes.insert(ino, Inode::empty_dir(ino, 0o700, ctx, t));
             if let Some(Inode {
                 body: Body::Dir { entries, .. },
                 ..
