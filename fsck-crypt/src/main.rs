@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
 use libimage::check::CheckOptions;
 use libimage::image::{Access, Image};
@@ -43,27 +43,7 @@ enum Cmd {
         key_file: Vec<PathBuf>,
     },
     /// Check an image's integrity: keyless always, names and links with keys, data with --data.
-    Check {
-        image: PathBuf,
-        /// Key file(s) to verify (repeatable; `-` = stdin once).
-        #[arg(long)]
-        key_file: Vec<PathBuf>,
-        /// Restrict the keyed checks, key coverage and --data to one snapshot.
-        #[arg(long)]
-        snapshot: Option<String>,
-        /// Also recompute the crc32c of every extent's ciphertext (a scrub).
-        #[arg(long)]
-        data: bool,
-        /// Print one JSON document (findings, repairs, summary).
-        #[arg(long)]
-        json: bool,
-        /// Fix refcounts, leaked blocks, a stale superblock slot, dangling entries, orphans and
-        /// link counts, in one copy-on-write commit.
-        #[arg(long)]
-        repair: bool,
-        #[arg(long)]
-        no_progress: bool,
-    },
+    Check(CheckArgs),
     /// Write a snapshot's tree back to DEST with all metadata (ownership and devices only as root).
     Extract {
         image: PathBuf,
@@ -131,13 +111,26 @@ fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: 
     Ok(exit::OK)
 }
 
+#[derive(Args)]
 struct CheckArgs {
     image: PathBuf,
+    /// Key file(s) to verify (repeatable; `-` = stdin once).
+    #[arg(long)]
     key_file: Vec<PathBuf>,
+    /// Restrict the keyed checks, key coverage and --data to one snapshot.
+    #[arg(long)]
     snapshot: Option<String>,
+    /// Also recompute the crc32c of every extent's ciphertext (a scrub).
+    #[arg(long)]
     data: bool,
+    /// Print one JSON document (findings, repairs, summary).
+    #[arg(long)]
     json: bool,
+    /// Fix refcounts, leaked blocks, a stale superblock slot, dangling entries, orphans and
+    /// link counts, in one copy-on-write commit.
+    #[arg(long)]
     repair: bool,
+    #[arg(long)]
     no_progress: bool,
 }
 
@@ -218,23 +211,7 @@ fn main() {
     let cli: Cli = parse_args();
     main_with("fsck-crypt", || match cli.cmd {
         Cmd::Info { image, json } => info(image, json),
-        Cmd::Check {
-            image,
-            key_file,
-            snapshot,
-            data,
-            json,
-            repair,
-            no_progress,
-        } => check(CheckArgs {
-            image,
-            key_file,
-            snapshot,
-            data,
-            json,
-            repair,
-            no_progress,
-        }),
+        Cmd::Check(a) => check(a),
         Cmd::Ls {
             image,
             path,
