@@ -218,7 +218,7 @@ fn first_extent(img: &Image, ino: u64) -> Res<u64> {
 fn raw_commit(p: &Path, change: impl FnOnce(&mut libimage::meta::Metadata)) -> Res<()> {
     let f = fs::OpenOptions::new().read(true).write(true).open(p)?;
     let sb = newest(&read_slots(&f))?;
-    let mut m = load_metadata(&f, &sb).map_err(|v| v.into_iter().next().map_or("load".to_string(), |e| e.to_string()))?;
+    let mut m = load_metadata(&f, &sb).map_err(|e| e.into_error().to_string())?;
     change(&mut m);
     let stream = m.to_bytes();
     let start = sb.total_blocks;

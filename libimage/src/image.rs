@@ -23,6 +23,7 @@ use crate::extent::Extent;
 use crate::finding::{Finding, Severity};
 use crate::meta::Metadata;
 use crate::metablock;
+use crate::metadecode::Stream;
 use crate::parallel::{combine_crcs, pieces, split_units};
 use crate::superblock::{Superblock, SLOTS};
 use crate::validate::{check_metadata, Geometry};
@@ -183,22 +184,89 @@ pub fn newest(slots: &[Result<Superblock>; 2]) -> Result<Superblock> {
     }
 }
 
-/// Loads the metadata a superblock points at, verifying every block.
-pub fn load_metadata(file: &File, sb: &Superblock) -> std::result::Result<Metadata, Vec<Error>> {
-    let region = read_blocks_from(file, sb.meta_start, sb.meta_blocks, "metadata region").map_err(|e| vec![e])?;
-    let stream = metablock::decode(&region, sb.meta_start, sb.generation, sb.meta_bytes)?;
-    let crc = crc32c(&stream);
+/// Why the metadata a superblock points at could not be loaded.
+#[derive(Debug)]
+pub enum MetaLoadError {
+    /// Reading the region failed (I/O), or it lies past the end of the file.
+    Read(Error),
+    /// Blocks failed their checks; one error per bad block (each names it).
+    Blocks(Vec<Error>),
+    /// Every block is intact, but the stream's crc32c differs from the superblock's.
+    StreamCrc(Error),
+    /// The stream does not decode.
+    Decode(Error),
+}
+
+impl MetaLoadError {
+    /// The first error, for callers that stop at one.
+    pub fn into_error(self) -> Error {
+        match self {
+            MetaLoadError::Blocks(mut v) if !v.is_empty() => v.swap_remove(0),
+            MetaLoadError::Blocks(_) => Error::corrupt(CorruptKind::Other("metadata region"), "metadata region", None),
+            MetaLoadError::Read(e) | MetaLoadError::StreamCrc(e) | MetaLoadError::Decode(e) => e,
+        }
+    }
+}
+
+/// Blocks of the metadata region read per system call.
+const META_READ_BLOCKS: u64 = 256;
+
+/// Loads the metadata a superblock points at: reads the region in chunks,
+/// checks every block (`metablock::check_block`), checks the stream's crc32c,
+/// and decodes it (on all cores when large, `metadecode`). The one place
+/// metadata is loaded, for every tool and the checker.
+pub fn load_metadata(file: &File, sb: &Superblock) -> std::result::Result<Metadata, MetaLoadError> {
+    let flen = file
+        .metadata()
+        .map_err(|e| MetaLoadError::Read(Error::io("stat of the image", e)))?
+        .len();
+    let end = sb.meta_start.saturating_add(sb.meta_blocks).saturating_mul(BLOCK_SIZE as u64);
+    if end > flen {
+        return Err(MetaLoadError::Read(Error::corrupt(
+            CorruptKind::Truncated {
+                needed: end,
+                available: flen,
+            },
+            "metadata region",
+            Some(sb.meta_start * BLOCK_SIZE as u64),
+        )));
+    }
+    // Sizes are bounded by the file's length, checked above.
+    let chunk = META_READ_BLOCKS.min(sb.meta_blocks);
+    let mut buf = Vec::new();
+    let mut stream = Stream::with_capacity(sb.meta_bytes as usize);
+    let mut errs = Vec::new();
+    let mut done = 0u64;
+    while done < sb.meta_blocks {
+        let n = chunk.min(sb.meta_blocks - done);
+        read_blocks_into(file, sb.meta_start + done, n, "metadata region", &mut buf).map_err(MetaLoadError::Read)?;
+        for (i, blk) in buf.chunks(BLOCK_SIZE).enumerate() {
+            let want = (sb.meta_bytes - stream.len() as u64).min(metablock::PAYLOAD as u64) as usize;
+            match metablock::check_block(blk, sb.meta_start + done + i as u64, sb.generation) {
+                Ok(payload) => stream.push(Some(payload), want),
+                Err(e) => {
+                    errs.push(e);
+                    stream.push(None, want);
+                }
+            }
+        }
+        done += n;
+    }
+    if !errs.is_empty() {
+        return Err(MetaLoadError::Blocks(errs));
+    }
+    let crc = crc32c(stream.as_slice());
     if crc != sb.meta_crc {
-        return Err(vec![Error::corrupt(
+        return Err(MetaLoadError::StreamCrc(Error::corrupt(
             CorruptKind::BadChecksum {
                 stored: sb.meta_crc,
                 computed: crc,
             },
-            "metadata stream",
+            "metadata stream (every block is intact)",
             Some(sb.meta_start * BLOCK_SIZE as u64),
-        )]);
+        )));
     }
-    Metadata::from_bytes(&stream).map_err(|e| vec![e])
+    crate::metadecode::decode(stream).map_err(MetaLoadError::Decode)
 }
 
 /// The master keys given by the user.
@@ -295,7 +363,7 @@ impl Image {
                 sb.feature_ro_compat
             )));
         }
-        let meta = load_metadata(&file, &sb).map_err(|mut v| v.swap_remove(0))?;
+        let meta = load_metadata(&file, &sb).map_err(MetaLoadError::into_error)?;
         let geo = Geometry {
             total_blocks: sb.total_blocks,
             meta_start: sb.meta_start,

@@ -23,6 +23,7 @@ pub mod keyfile;
 pub mod lifecycle;
 pub mod meta;
 pub mod metablock;
+pub mod metadecode;
 pub mod parallel;
 pub mod progress;
 pub mod read;

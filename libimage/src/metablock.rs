@@ -95,55 +95,33 @@ pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]>
     Ok(&block[HEADER..])
 }
 
-/// Checks every block of a region and reassembles the stream of `len` bytes.
-/// Returns the stream, or every bad block's error (at least one) so a checker
-/// can report them all.
-pub fn decode(region: &[u8], start: u64, generation: u64, len: u64) -> std::result::Result<Vec<u8>, Vec<Error>> {
-    let mut out = Vec::with_capacity((len as usize).min(region.len()));
-    let mut errs = Vec::new();
-    for (i, blk) in region.chunks(BLOCK_SIZE).enumerate() {
-        match check_block(blk, start + i as u64, generation) {
-            Ok(p) => out.extend_from_slice(p),
-            Err(e) => {
-                errs.push(e);
-                out.extend_from_slice(&[0u8; PAYLOAD]);
-            }
-        }
-    }
-    if (out.len() as u64) < len {
-        errs.push(Error::corrupt(
-            CorruptKind::Truncated {
-                needed: len,
-                available: out.len() as u64,
-            },
-            "metadata region",
-            Some(start * BLOCK_SIZE as u64),
-        ));
-    }
-    if !errs.is_empty() {
-        return Err(errs);
-    }
-    out.truncate(len as usize);
-    Ok(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Checks every block of a region and reassembles `len` bytes of stream.
+    fn decode(region: &[u8], start: u64, generation: u64, len: usize) -> Result<Vec<u8>> {
+        let mut out = Vec::new();
+        for (i, blk) in region.chunks(BLOCK_SIZE).enumerate() {
+            out.extend_from_slice(check_block(blk, start + i as u64, generation)?);
+        }
+        out.truncate(len);
+        Ok(out)
+    }
 
     #[test]
     fn round_trip_and_flips() {
         let stream: Vec<u8> = (0..10_000u32).map(|i| (i * 7) as u8).collect();
         let enc = encode(&stream, 5, 3);
         assert_eq!(enc.len(), 3 * BLOCK_SIZE);
-        assert_eq!(decode(&enc, 5, 3, stream.len() as u64).unwrap(), stream);
+        assert_eq!(decode(&enc, 5, 3, stream.len()).unwrap(), stream);
         // wrong start block or generation is detected
-        assert!(decode(&enc, 6, 3, stream.len() as u64).is_err());
-        assert!(decode(&enc, 5, 4, stream.len() as u64).is_err());
+        assert!(decode(&enc, 6, 3, stream.len()).is_err());
+        assert!(decode(&enc, 5, 4, stream.len()).is_err());
         for off in (0..enc.len()).step_by(97) {
             let mut c = enc.clone();
             c[off] ^= 1;
-            assert!(decode(&c, 5, 3, stream.len() as u64).is_err(), "flip at {off}");
+            assert!(decode(&c, 5, 3, stream.len()).is_err(), "flip at {off}");
         }
     }
 }

@@ -21,7 +21,6 @@
 //! 7. with `--repair`: the safe repairs in one commit, then a fresh check
 //!    (`repair.rs`).
 
-mod decode;
 mod keyed;
 mod repair;
 mod scrub;
@@ -36,7 +35,7 @@ use serde::Serialize;
 use crate::crypto::{nokey_name, NameCipher};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Where};
-use crate::image::{newest, Keyring};
+use crate::image::{load_metadata, newest, Keyring, MetaLoadError};
 use crate::inode::Body;
 use crate::meta::Metadata;
 use crate::metablock;
@@ -300,9 +299,6 @@ struct Checker<'a> {
     stale_slot: Option<u64>,
 }
 
-/// Metadata region read size: 1 MiB.
-const READ_CHUNK_BLOCKS: u64 = 256;
-
 const SB_HINT: &str = "fsck-crypt check --repair rewrites this slot with a fresh commit";
 
 impl Checker<'_> {
@@ -534,96 +530,38 @@ impl Checker<'_> {
             );
             return Ok(None);
         }
-        // Read in chunks, each checked block by block with
-        // `metablock::check_block` (as `metablock::decode` does), so a large
-        // region is never held twice. Every bad block is reported.
-        // Sizes are bounded by the file's length, checked above.
-        let chunk_blocks = READ_CHUNK_BLOCKS.min(sb.meta_blocks);
-        let mut buf = vec![0u8; (chunk_blocks * BLOCK_SIZE as u64) as usize];
-        let mut stream = decode::Stream::with_capacity(sb.meta_bytes as usize);
-        let mut errs = Vec::new();
-        let mut done = 0u64;
-        while done < sb.meta_blocks {
-            let n = chunk_blocks.min(sb.meta_blocks - done);
-            let part = &mut buf[..(n * BLOCK_SIZE as u64) as usize];
-            self.file
-                .read_exact_at(part, (sb.meta_start + done) * BLOCK_SIZE as u64)
-                .map_err(|e| Error::io(format!("reading the metadata region at block {}", sb.meta_start + done), e))?;
-            self.bytes.metadata += part.len() as u64;
-            for (i, blk) in part.chunks(BLOCK_SIZE).enumerate() {
-                let want = (sb.meta_bytes - stream.len() as u64).min(metablock::PAYLOAD as u64) as usize;
-                match metablock::check_block(blk, sb.meta_start + done + i as u64, sb.generation) {
-                    Ok(payload) => stream.push(Some(payload), want),
-                    Err(e) => {
-                        errs.push(e);
-                        stream.push(None, want);
-                    }
-                }
-            }
-            done += n;
-        }
-        drop(buf);
-        if (stream.len() as u64) < sb.meta_bytes {
-            errs.push(Error::corrupt(
-                crate::error::CorruptKind::Truncated {
-                    needed: sb.meta_bytes,
-                    available: stream.len() as u64,
-                },
-                "metadata region",
-                Some(sb.meta_start * BLOCK_SIZE as u64),
-            ));
-        }
-        if !errs.is_empty() {
-            for e in errs {
-                let block = match &e {
-                    Error::Corrupt { at, .. } => at.offset.map(|o| o / BLOCK_SIZE as u64),
-                    _ => None,
-                };
-                let mut f = Finding::new(
-                    "E_META_BLOCK",
-                    Severity::Error,
-                    format!("{e}"),
-                    "the metadata is damaged; restore from backup (the previous generation may still be readable)",
-                );
-                if let Some(b) = block {
-                    f = f.block(b);
-                }
-                self.push(f);
-            }
-            return Ok(None);
-        }
-        let crc = crate::bytes::crc32c(stream.as_slice());
-        if crc != sb.meta_crc {
-            self.push(
-                Finding::new(
-                    "E_META_CRC",
-                    Severity::Error,
-                    format!(
-                        "every metadata block is intact but the stream's crc32c is {crc:#010x}, the superblock says {:#010x}",
-                        sb.meta_crc
-                    ),
-                    "the metadata is damaged; restore from backup",
-                )
-                .block(sb.meta_start),
-            );
-            return Ok(None);
-        }
-        match decode::decode(stream) {
-            Ok(m) => Ok(Some(m)),
-            Err(e) => {
-                let e = io_or(e)?;
-                self.push(
-                    Finding::new(
-                        "E_META_DECODE",
+        self.bytes.metadata += sb.meta_blocks * BLOCK_SIZE as u64;
+        let (code, e, hint) = match load_metadata(self.file, sb) {
+            Ok(m) => return Ok(Some(m)),
+            Err(MetaLoadError::Read(e)) => return Err(e),
+            Err(MetaLoadError::Blocks(errs)) => {
+                for e in errs {
+                    let block = match &e {
+                        Error::Corrupt { at, .. } => at.offset.map(|o| o / BLOCK_SIZE as u64),
+                        _ => None,
+                    };
+                    let mut f = Finding::new(
+                        "E_META_BLOCK",
                         Severity::Error,
-                        format!("the metadata stream does not decode: {e}"),
-                        "the metadata was written by a faulty program; restore from backup",
-                    )
-                    .block(sb.meta_start),
-                );
-                Ok(None)
+                        format!("{e}"),
+                        "the metadata is damaged; restore from backup (the previous generation may still be readable)",
+                    );
+                    if let Some(b) = block {
+                        f = f.block(b);
+                    }
+                    self.push(f);
+                }
+                return Ok(None);
             }
-        }
+            Err(MetaLoadError::StreamCrc(e)) => ("E_META_CRC", e, "the metadata is damaged; restore from backup"),
+            Err(MetaLoadError::Decode(e)) => (
+                "E_META_DECODE",
+                io_or(e)?,
+                "the metadata was written by a faulty program; restore from backup",
+            ),
+        };
+        self.push(Finding::new(code, Severity::Error, format!("{e}"), hint).block(sb.meta_start));
+        Ok(None)
     }
 
     /// Phases 4 to 6 on decoded metadata.

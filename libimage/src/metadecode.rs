@@ -1,4 +1,5 @@
-//! Decoding a large metadata stream on two threads.
+//! Decoding a large metadata stream on all cores, used by
+//! `image::load_metadata` (so every tool and the checker get it).
 //!
 //! Decoding dominates the time of a metadata check of a big image (hundreds
 //! of thousands of inode and extent records, each allocating). This splits
