@@ -33,6 +33,20 @@ impl TestRng {
         z ^ (z >> 31)
     }
 
+    /// `n` pseudo-random bytes.
+    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
+        let mut v = vec![0u8; n];
+        self.fill(&mut v);
+        v
+    }
+
+    /// 16 pseudo-random bytes (a key id or nonce).
+    pub fn arr16(&mut self) -> [u8; 16] {
+        let mut a = [0u8; 16];
+        self.fill(&mut a);
+        a
+    }
+
     /// Fills `buf` with pseudo-random bytes.
     pub fn fill(&mut self, buf: &mut [u8]) {
         for chunk in buf.chunks_mut(8) {

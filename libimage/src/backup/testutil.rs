@@ -12,27 +12,8 @@ use crate::image::{Access, Image};
 use crate::inode::*;
 use crate::snapshot::Snapshot;
 use crate::source::Timespec;
+use crate::testkit::TestRng;
 use crate::BLOCK_SIZE;
-
-/// A small deterministic generator (xorshift64*).
-pub struct Rng(pub u64);
-
-impl Rng {
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-    pub fn bytes(&mut self, n: usize) -> Vec<u8> {
-        (0..n).map(|_| (self.next_u64() >> 32) as u8).collect()
-    }
-    pub fn arr16(&mut self) -> [u8; 16] {
-        let mut a = [0u8; 16];
-        a.copy_from_slice(&self.bytes(16));
-        a
-    }
-}
 
 /// The key id used by [`synth_image`].
 pub const KEY: KeyId = KeyId([0x4b; 16]);
@@ -42,7 +23,7 @@ pub const KEY2: KeyId = KeyId([0x4c; 16]);
 struct Tree<'a> {
     img: &'a mut Image,
     snap: Snapshot,
-    rng: &'a mut Rng,
+    rng: &'a mut TestRng,
 }
 
 fn ts(sec: i64, nsec: u32) -> Timespec {
@@ -132,7 +113,7 @@ pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
         .create_new(true)
         .open(path)
         .map_err(|e| crate::Error::io("creating test image", e))?;
-    let mut rng = Rng(seed | 1);
+    let mut rng = TestRng::new(seed);
     let mut img = Image::create(f, path, rng.arr16(), 0)?;
     img.commit(1)?;
     let main = build_tree(&mut img, &mut rng, "main", None)?;
@@ -149,7 +130,7 @@ pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
     Image::open(path, Access::ReadOnly).map(drop)
 }
 
-fn build_tree(img: &mut Image, rng: &mut Rng, name: &str, base: Option<&Snapshot>) -> Result<Snapshot> {
+fn build_tree(img: &mut Image, rng: &mut TestRng, name: &str, base: Option<&Snapshot>) -> Result<Snapshot> {
     let snap = match base {
         // The second snapshot starts as a copy of the first (sharing every
         // extent), then changes some files.
@@ -357,7 +338,7 @@ pub struct ArchiveMaker {
     w: super::pax::PaxWriter<Vec<u8>>,
     /// Tree members written so far.
     pub members: u64,
-    pub rng: Rng,
+    pub rng: TestRng,
 }
 
 /// A pax record list.
@@ -369,7 +350,7 @@ impl ArchiveMaker {
         let mut m = ArchiveMaker {
             w: super::pax::PaxWriter::new(Vec::new()),
             members: 0,
-            rng: Rng(seed | 1),
+            rng: TestRng::new(seed),
         };
         let man = super::format::Manifest {
             format: super::format::FORMAT_NAME.into(),
