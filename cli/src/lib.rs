@@ -121,6 +121,7 @@ impl Progress for Bar {
     fn start(&self, phase: &str, total_bytes: Option<u64>) {
         if let Some(b) = &self.bar {
             b.set_position(0);
+            b.set_prefix("0");
             b.set_message(phase.to_string());
             if let Some(t) = total_bytes {
                 b.set_length(t);
