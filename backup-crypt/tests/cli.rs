@@ -264,6 +264,12 @@ fn crash_matrix_restore() {
             } else {
                 assert!(String::from_utf8_lossy(&o.stderr).contains("injected fault"));
                 assert_eq!(state(&existing), before, "fault at write {k} changed the image");
+                let opts = libimage::check::CheckOptions {
+                    data: true,
+                    ..Default::default()
+                };
+                let r = libimage::check::check(&existing, &Default::default(), &opts, &libimage::progress::Quiet).unwrap();
+                assert_eq!(r.exit_code, 0, "fsck after a fault at write {k}: {:#?}", r.findings);
             }
         }
         k += 1;

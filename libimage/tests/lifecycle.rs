@@ -10,7 +10,6 @@ use std::path::{Path, PathBuf};
 use libimage::create::{create_image, info, CreateOptions, Source};
 use libimage::crypto::{KeyId, MasterKey};
 use libimage::error::Error;
-use libimage::finding::Severity;
 use libimage::image::{set_thread_fail_after, Access, Image, Keyring};
 use libimage::inode::Body;
 use libimage::lifecycle::{self, RekeyOptions, RekeyReport, UpdateOptions};
@@ -138,10 +137,14 @@ fn do_delete(p: &Path, snap: &str) -> libimage::Result<()> {
 
 /// The structural check every image must pass (the keyless checker; swap in
 /// the full `fsck-crypt check` library call once it exists).
+/// `fsck-crypt check --data` (keyless) must exit 0.
 fn check_clean(p: &Path) {
-    let (_, findings) = Image::open_unchecked(p, Access::ReadOnly).unwrap();
-    let errors: Vec<_> = findings.iter().filter(|f| f.severity == Severity::Error).collect();
-    assert!(errors.is_empty(), "{}: {errors:?}", p.display());
+    let opts = libimage::check::CheckOptions {
+        data: true,
+        ..Default::default()
+    };
+    let r = libimage::check::check(p, &Keyring::default(), &opts, &libimage::progress::Quiet).unwrap();
+    assert_eq!(r.exit_code, 0, "{}: {:#?}", p.display(), r.findings);
 }
 
 /// A canonical description of the image's logical state: per snapshot its
