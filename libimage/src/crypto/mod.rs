@@ -101,6 +101,23 @@ fn os_random(buf: &mut [u8]) -> Result<()> {
     })
 }
 
+/// Deterministic test bytes (SHA-256 in counter mode) so failures reproduce.
+#[cfg(test)]
+pub(crate) fn test_bytes(seed: &str, n: usize) -> Vec<u8> {
+    use sha2::{Digest, Sha256};
+    let mut out = Vec::with_capacity(n + 32);
+    let mut counter = 0u64;
+    while out.len() < n {
+        let mut h = Sha256::new();
+        h.update(seed.as_bytes());
+        h.update(counter.to_le_bytes());
+        out.extend_from_slice(&h.finalize());
+        counter += 1;
+    }
+    out.truncate(n);
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

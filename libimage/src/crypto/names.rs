@@ -281,6 +281,7 @@ fn auth_failed(why: &str) -> Error {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::test_bytes;
     use aes::cipher::{BlockCipherEncrypt, KeyInit};
     use aes::{Aes128, Block};
 
@@ -360,21 +361,6 @@ mod tests {
             head[n - 32..].swap_with_slice(last);
         }
         out.truncate(plain.len());
-        out
-    }
-
-    /// Deterministic test bytes (SHA-256 in counter mode).
-    fn test_bytes(seed: &str, n: usize) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut counter = 0u64;
-        while out.len() < n {
-            let mut h = Sha256::new();
-            h.update(seed.as_bytes());
-            h.update(counter.to_le_bytes());
-            out.extend_from_slice(&h.finalize());
-            counter += 1;
-        }
-        out.truncate(n);
         out
     }
 

@@ -138,6 +138,7 @@ fn xor_block(block: &mut Block, tweak: u128) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::crypto::test_bytes;
     use aes::cipher::array::Array;
 
     fn unhex(s: &str) -> Vec<u8> {
@@ -204,22 +205,6 @@ mod tests {
         assert_eq!(mul_alpha(1), 2);
         assert_eq!(mul_alpha(1 << 127), 0x87);
         assert_eq!(mul_alpha((1 << 127) | 1), 0x85);
-    }
-
-    /// Deterministic test bytes (SHA-256 in counter mode) so failures reproduce.
-    fn test_bytes(seed: &str, n: usize) -> Vec<u8> {
-        use sha2::{Digest, Sha256};
-        let mut out = Vec::with_capacity(n + 32);
-        let mut counter = 0u64;
-        while out.len() < n {
-            let mut h = Sha256::new();
-            h.update(seed.as_bytes());
-            h.update(counter.to_le_bytes());
-            out.extend_from_slice(&h.finalize());
-            counter += 1;
-        }
-        out.truncate(n);
-        out
     }
 
     #[test]
