@@ -45,6 +45,25 @@ fn canon(img: &Path, snap: &str) -> Vec<String> {
     canon_snapshot(&Image::open(img, Access::ReadOnly).unwrap(), snap).unwrap()
 }
 
+/// bsdtar (libarchive) lists the archive too; `.ci/run` installs it.
+#[test]
+fn bsdtar_lists_the_archive() {
+    let (_t, _img, tar) = setup(1);
+    let o = match Command::new("bsdtar").args(["-tvf", s(&tar)]).output() {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("bsdtar not installed ({e}); skipped");
+            return;
+        }
+    };
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let listing = String::from_utf8_lossy(&o.stdout);
+    let v = ok(&["verify", s(&tar), "--json"]);
+    let rep: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
+    assert_eq!(listing.lines().count() as u64, rep["members"].as_u64().unwrap() + 2, "{listing}");
+    assert!(listing.lines().next().is_some_and(|l| l.ends_with("cryptimg-backup.json")), "{listing}");
+}
+
 #[test]
 fn gnu_tar_lists_the_archive() {
     let (_t, _img, tar) = setup(1);
