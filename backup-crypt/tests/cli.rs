@@ -61,7 +61,10 @@ fn bsdtar_lists_the_archive() {
     let v = ok(&["verify", s(&tar), "--json"]);
     let rep: serde_json::Value = serde_json::from_slice(&v.stdout).unwrap();
     assert_eq!(listing.lines().count() as u64, rep["members"].as_u64().unwrap() + 2, "{listing}");
-    assert!(listing.lines().next().is_some_and(|l| l.ends_with("cryptimg-backup.json")), "{listing}");
+    assert!(
+        listing.lines().next().is_some_and(|l| l.ends_with("cryptimg-backup.json")),
+        "{listing}"
+    );
 }
 
 #[test]
