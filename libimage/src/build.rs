@@ -84,12 +84,7 @@ impl<'a> Builder<'a> {
         repro: Reproducible,
         progress: &'a dyn Progress,
     ) -> Result<Self> {
-        let snap = img
-            .meta
-            .snapshots
-            .iter()
-            .position(|s| s.name == name)
-            .ok_or_else(|| Error::Invalid(format!("no snapshot named {name:?}")))?;
+        let snap = img.meta.snapshot_index(name)?;
         let policy = img.meta.snapshots[snap].policy;
         if !key.matches(&policy) {
             return Err(Error::WrongKey {

@@ -654,10 +654,7 @@ impl Image {
     pub fn snapshot(&self, name: Option<&str>) -> Result<&crate::snapshot::Snapshot> {
         let names = || self.meta.snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");
         match name {
-            Some(n) => self
-                .meta
-                .snapshot(n)
-                .ok_or_else(|| Error::Invalid(format!("no snapshot named {n:?} (the image has: {})", names()))),
+            Some(n) => Ok(&self.meta.snapshots[self.meta.snapshot_index(n)?]),
             None if self.meta.snapshots.len() == 1 => Ok(&self.meta.snapshots[0]),
             None => self
                 .meta

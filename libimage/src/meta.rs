@@ -134,6 +134,14 @@ impl Metadata {
         merge_ranges(ranges)
     }
 
+    /// The index of snapshot `name`, or an error listing the snapshots there are.
+    pub fn snapshot_index(&self, name: &str) -> Result<usize> {
+        self.snapshots.iter().position(|s| s.name == name).ok_or_else(|| {
+            let names: Vec<&str> = self.snapshots.iter().map(|s| s.name.as_str()).collect();
+            Error::Invalid(format!("no snapshot named {name:?} (the image has: {})", names.join(", ")))
+        })
+    }
+
     pub fn snapshot(&self, name: &str) -> Option<&Snapshot> {
         self.snapshots.iter().find(|s| s.name == name)
     }

@@ -572,13 +572,7 @@ impl Checker<'_> {
             meta_blocks: sb.meta_blocks,
         };
         let selected: Vec<&Snapshot> = match &self.opts.snapshot {
-            Some(n) => {
-                let s = meta.snapshot(n).ok_or_else(|| {
-                    let names: Vec<&str> = meta.snapshots.iter().map(|s| s.name.as_str()).collect();
-                    Error::Invalid(format!("no snapshot named {n:?} (the image has: {})", names.join(", ")))
-                })?;
-                vec![s]
-            }
+            Some(n) => vec![&meta.snapshots[meta.snapshot_index(n)?]],
             None => meta.snapshots.iter().collect(),
         };
         // The structural checks and the key checks only read the metadata:

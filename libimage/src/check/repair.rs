@@ -84,12 +84,6 @@ pub const REPAIRABLE: &[&str] = &[
     "E_NLINK",
 ];
 
-fn now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs() as i64)
-}
-
 pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<Outcome> {
     let mut o = Outcome::default();
     let findings = &checked.report.findings;
@@ -123,7 +117,7 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
         ));
     }
     img.reserve_stored_alloc();
-    let time = now();
+    let time = crate::create::now(Default::default());
     for si in 0..img.meta.snapshots.len() {
         fix_tree(&mut img.meta.snapshots[si], keys, time, &mut o)?;
     }

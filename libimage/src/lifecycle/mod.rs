@@ -30,10 +30,7 @@ pub use update::{update, UpdateOptions, UpdateReport};
 
 /// The index of snapshot `name`, or an error listing the snapshots there are.
 pub fn snapshot_index(img: &Image, name: &str) -> Result<usize> {
-    img.meta.snapshots.iter().position(|s| s.name == name).ok_or_else(|| {
-        let names: Vec<&str> = img.meta.snapshots.iter().map(|s| s.name.as_str()).collect();
-        Error::Invalid(format!("no snapshot named {name:?} (the image has: {})", names.join(", ")))
-    })
+    img.meta.snapshot_index(name)
 }
 
 /// Per extent id, how many file-map entries of snapshot `si` reference it.
