@@ -15,7 +15,7 @@ use crate::crypto::{MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
 use crate::error::{Error, Result};
 use crate::extent::MAX_EXTENT_BLOCKS;
 use crate::image::{Image, Keyring};
-use crate::inode::{Body, DirEntry, Inode, MapEntry, S_IFDIR, S_IFMT};
+use crate::inode::{Body, DirEntry, Inode, MapEntry, S_IFDIR};
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::source::{EntrySink, Meta, SourceEntry, SourceKind, Timespec};
@@ -222,42 +222,39 @@ impl<'a> Builder<'a> {
         Ok(cur)
     }
 
-    fn times(&self, m: &Meta) -> (Timespec, Timespec, Timespec) {
+    /// `m` with the reproducible-build rules applied to its times (atime =
+    /// ctime = mtime when deterministic; clamped to SOURCE_DATE_EPOCH), after
+    /// checking its xattrs fit the format.
+    fn stamped(&self, m: &Meta) -> Result<Meta> {
+        crate::inode::check_xattrs(&m.xattrs).map_err(Error::Invalid)?;
         let (a, c) = if self.repro.deterministic {
             (m.mtime, m.mtime)
         } else {
             (m.atime, m.ctime)
         };
-        (
-            clamp_time(self.repro, a),
-            clamp_time(self.repro, m.mtime),
-            clamp_time(self.repro, c),
-        )
+        Ok(Meta {
+            atime: clamp_time(self.repro, a),
+            mtime: clamp_time(self.repro, m.mtime),
+            ctime: clamp_time(self.repro, c),
+            ..m.clone()
+        })
     }
 
     fn new_inode(&mut self, meta: &Meta, size: u64, body: Body) -> Result<u64> {
-        crate::inode::check_xattrs(&meta.xattrs).map_err(Error::Invalid)?;
-        let (atime, mtime, ctime) = self.times(meta);
+        let meta = self.stamped(meta)?;
         let snap = self.snapshot();
         let ino = snap.alloc_ino();
-        snap.inodes.insert(
-            ino,
-            Inode {
-                ino,
-                mode: meta.mode,
-                uid: meta.uid,
-                gid: meta.gid,
-                nlink: 0,
-                size,
-                atime,
-                mtime,
-                ctime,
-                rdev: meta.rdev,
-                xattrs: meta.xattrs.clone(),
-                body,
-            },
-        );
+        snap.inodes.insert(ino, Inode::new(ino, &meta, 0, size, body));
         Ok(ino)
+    }
+
+    /// Gives an existing directory new metadata (a repeated or root entry).
+    fn set_dir_meta(&mut self, dir: u64, meta: &Meta) -> Result<()> {
+        let meta = self.stamped(meta)?;
+        if let Some(d) = self.snapshot().inodes.get_mut(&dir) {
+            d.set_meta(meta);
+        }
+        Ok(())
     }
 
     fn new_dir(&mut self, path: &[Vec<u8>], meta: &Meta) -> Result<u64> {
@@ -390,14 +387,8 @@ impl<'a> Builder<'a> {
         }
         let Some((name, parent_path)) = path.split_last() else {
             // The root directory: take its metadata.
-            let (atime, mtime, ctime) = self.times(&e.meta);
-            crate::inode::check_xattrs(&e.meta.xattrs).map_err(Error::Invalid)?;
             let root = self.img.meta.snapshots[self.snap].root;
-            if let Some(r) = self.snapshot().inodes.get_mut(&root) {
-                r.mode = S_IFDIR | (e.meta.mode & !S_IFMT);
-                (r.uid, r.gid, r.atime, r.mtime, r.ctime) = (e.meta.uid, e.meta.gid, atime, mtime, ctime);
-                r.xattrs = e.meta.xattrs;
-            }
+            self.set_dir_meta(root, &e.meta)?;
             return Ok(());
         };
         let parent = self.ensure_dir(parent_path)?;
@@ -405,13 +396,7 @@ impl<'a> Builder<'a> {
         if let Some(old) = existing {
             let old_is_dir = self.img.meta.snapshots[self.snap].inodes.get(&old).is_some_and(|i| i.is_dir());
             if old_is_dir && matches!(e.kind, SourceKind::Dir) {
-                crate::inode::check_xattrs(&e.meta.xattrs).map_err(Error::Invalid)?;
-                let (atime, mtime, ctime) = self.times(&e.meta);
-                if let Some(d) = self.snapshot().inodes.get_mut(&old) {
-                    d.mode = S_IFDIR | (e.meta.mode & !S_IFMT);
-                    (d.uid, d.gid, d.atime, d.mtime, d.ctime) = (e.meta.uid, e.meta.gid, atime, mtime, ctime);
-                    d.xattrs = e.meta.xattrs;
-                }
+                self.set_dir_meta(old, &e.meta)?;
                 return Ok(());
             }
             self.unlink(parent, &ct, old);

@@ -30,7 +30,7 @@
 use crate::bytes::{Reader, Writer};
 use crate::context::{PolicyContext, POLICY_CTX_LEN};
 use crate::error::{CorruptKind, Result};
-use crate::source::Timespec;
+use crate::source::{Meta, Timespec};
 
 /// Longest xattr value accepted.
 pub const XATTR_VALUE_MAX: usize = 65536;
@@ -124,6 +124,47 @@ fn write_ts(w: &mut Writer, t: Timespec) {
 }
 
 impl Inode {
+    /// An inode with the metadata of `meta` (mode with type bits, owner,
+    /// times, device number, xattrs).
+    pub fn new(ino: u64, meta: &Meta, nlink: u32, size: u64, body: Body) -> Inode {
+        Inode {
+            ino,
+            mode: meta.mode,
+            uid: meta.uid,
+            gid: meta.gid,
+            nlink,
+            size,
+            atime: meta.atime,
+            mtime: meta.mtime,
+            ctime: meta.ctime,
+            rdev: meta.rdev,
+            xattrs: meta.xattrs.clone(),
+            body,
+        }
+    }
+
+    /// The inode's metadata, as a tree source or writer sees it.
+    pub fn meta(&self) -> Meta {
+        Meta {
+            mode: self.mode,
+            uid: self.uid,
+            gid: self.gid,
+            atime: self.atime,
+            mtime: self.mtime,
+            ctime: self.ctime,
+            rdev: self.rdev,
+            xattrs: self.xattrs.clone(),
+        }
+    }
+
+    /// Takes `meta` for an existing inode, keeping its file type.
+    pub fn set_meta(&mut self, meta: Meta) {
+        self.mode = (self.mode & S_IFMT) | (meta.mode & !S_IFMT);
+        (self.uid, self.gid, self.rdev) = (meta.uid, meta.gid, meta.rdev);
+        (self.atime, self.mtime, self.ctime) = (meta.atime, meta.mtime, meta.ctime);
+        self.xattrs = meta.xattrs;
+    }
+
     /// A new, empty directory owned by root, named by one entry (nlink 1),
     /// with all three timestamps `t`.
     pub fn empty_dir(ino: u64, perm: u32, ctx: PolicyContext, t: Timespec) -> Inode {

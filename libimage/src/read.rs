@@ -11,7 +11,6 @@ use crate::image::{Image, Keyring};
 use crate::inode::{Body, Inode};
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
-use crate::source::Meta;
 use crate::BLOCK_SIZE;
 
 /// Read access to one snapshot with a set of keys (possibly none).
@@ -134,20 +133,6 @@ impl<'a> TreeReader<'a> {
     }
 }
 
-/// Source-style metadata of an inode, for the tree writer.
-pub fn inode_meta(i: &Inode) -> Meta {
-    Meta {
-        mode: i.mode,
-        uid: i.uid,
-        gid: i.gid,
-        atime: i.atime,
-        mtime: i.mtime,
-        ctime: i.ctime,
-        rdev: i.rdev,
-        xattrs: i.xattrs.clone(),
-    }
-}
-
 /// Extracts a snapshot into `dest` (absent or empty). Requires every key the
 /// snapshot needs; refuses up front, naming the given and the needed key ids.
 pub fn extract(
@@ -170,7 +155,7 @@ pub fn extract(
     // Iterative depth-first walk; validated metadata guarantees a tree.
     let mut stack: Vec<(Vec<Vec<u8>>, u64)> = vec![(Vec::new(), snap.root)];
     while let Some((path, dir)) = stack.pop() {
-        w.dir(&path, &inode_meta(r.inode(dir)?))?;
+        w.dir(&path, &r.inode(dir)?.meta())?;
         for l in r.list(dir)? {
             let mut p = path.clone();
             p.push(l.name);
@@ -190,11 +175,11 @@ pub fn extract(
                         f.write_all_at(data, off)
                             .map_err(|e| Error::io(format!("writing {}", crate::build::display_path(&p)), e))
                     })?;
-                    w.finish_file(&p, f, i.size, &inode_meta(i))?;
+                    w.finish_file(&p, f, i.size, &i.meta())?;
                     progress.advance(1, i.size);
                 }
-                Body::Symlink { .. } => w.symlink(&p, &r.read_link(i.ino)?, &inode_meta(i))?,
-                Body::Special => w.special(&p, &inode_meta(i))?,
+                Body::Symlink { .. } => w.symlink(&p, &r.read_link(i.ino)?, &i.meta())?,
+                Body::Special => w.special(&p, &i.meta())?,
             }
         }
     }

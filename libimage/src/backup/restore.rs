@@ -332,20 +332,7 @@ impl Sink for RestoreSink<'_> {
             }
             Kind::HardLink { .. } => return Ok(()),
         };
-        let inode = Inode {
-            ino: m.ino,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
-            nlink: u32::from(m.ino == 1),
-            size: m.size,
-            atime: m.atime,
-            mtime: m.mtime,
-            ctime: m.ctime,
-            rdev: m.rdev,
-            xattrs: m.xattrs.clone(),
-            body,
-        };
+        let inode = Inode::new(m.ino, &m.meta, u32::from(m.ino == 1), m.size, body);
         self.snap()?.inodes.insert(m.ino, inode);
         if m.ino != 1 {
             self.link(m)?;

@@ -23,7 +23,7 @@ use crate::context::{PolicyContext, POLICY_CTX_LEN};
 use crate::crypto::{nokey_name, valid_name_ct_len, SYMLINK_MAX};
 use crate::error::{CorruptKind, Error, Result};
 use crate::inode::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
-use crate::source::Timespec;
+use crate::source::{Meta, Timespec};
 use crate::BLOCK_SIZE;
 
 /// Data is handed to the sink in chunks of at most this many bytes.
@@ -63,14 +63,8 @@ pub struct Member {
     pub path: String,
     /// The raw encrypted name (empty for the root).
     pub name_ct: Vec<u8>,
-    pub mode: u32,
-    pub uid: u32,
-    pub gid: u32,
-    pub atime: Timespec,
-    pub mtime: Timespec,
-    pub ctime: Timespec,
-    pub rdev: u64,
-    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Mode (with type bits), owner, times, device number and xattrs.
+    pub meta: Meta,
     /// Inode size: bytes of a regular file, plaintext length of a symlink target.
     pub size: u64,
     pub kind: Kind,
@@ -711,14 +705,16 @@ impl<R: Read> Walker<'_, R> {
             parent,
             path: String::from_utf8_lossy(path_b).into_owned(),
             name_ct,
-            mode: u.mode,
-            uid,
-            gid,
-            atime,
-            mtime,
-            ctime,
-            rdev,
-            xattrs,
+            meta: Meta {
+                mode: u.mode,
+                uid,
+                gid,
+                atime,
+                mtime,
+                ctime,
+                rdev,
+                xattrs,
+            },
             size,
             kind,
             offset: at,

@@ -170,7 +170,7 @@ impl Sink for ListSink<'_> {
                 Some(self.real.get(target).cloned().unwrap_or_else(|| target_path.clone())),
             ),
             Kind::Special => (
-                match m.mode & S_IFMT {
+                match m.meta.mode & S_IFMT {
                     crate::inode::S_IFCHR => "chardev",
                     crate::inode::S_IFBLK => "blockdev",
                     S_IFSOCK => "socket",
@@ -194,11 +194,11 @@ impl Sink for ListSink<'_> {
             path: m.path.clone(),
             real_path,
             kind,
-            mode: m.mode,
-            uid: m.uid,
-            gid: m.gid,
+            mode: m.meta.mode,
+            uid: m.meta.uid,
+            gid: m.meta.gid,
             size: m.size,
-            mtime: encode_time(m.mtime),
+            mtime: encode_time(m.meta.mtime),
             target,
             stored_bytes,
         });
