@@ -70,8 +70,9 @@ impl Stream {
             Stream::Large { map, len } => {
                 let end = (*len + n).min(map.len());
                 if let Some(b) = b {
-                    let k = end - *len;
-                    map[*len..end].copy_from_slice(&b[..k.min(b.len())]);
+                    // A shorter `b` leaves the rest zero (the mapping starts zeroed).
+                    let k = (end - *len).min(b.len());
+                    map[*len..*len + k].copy_from_slice(&b[..k]);
                 }
                 *len = end;
             }
