@@ -12,8 +12,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fscrypt::MasterKey;
 use libimage::check::{check, CheckOptions, Report};
-use libimage::crypto::MasterKey;
 use libimage::image::{Access, Image, Keyring};
 use libimage::progress::Quiet;
 use mkfixtures::Case;

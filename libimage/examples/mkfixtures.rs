@@ -22,8 +22,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
+use fscrypt::{MasterKey, Nonce};
 use libimage::build::{Builder, Reproducible};
-use libimage::crypto::{MasterKey, Nonce};
 use libimage::image::{load_metadata, newest, read_slots, Access, Image, Keyring};
 use libimage::inode::{Body, DirEntry, S_IFDIR, S_IFIFO, S_IFREG};
 use libimage::meta::merge_ranges;
@@ -192,7 +192,7 @@ impl Lookup {
     }
 }
 
-fn dir_ctx(img: &Image, ino: u64) -> Res<libimage::context::PolicyContext> {
+fn dir_ctx(img: &Image, ino: u64) -> Res<fscrypt::context::PolicyContext> {
     match img.meta.snapshots[0].inodes.get(&ino).map(|i| &i.body) {
         Some(Body::Dir { ctx, .. }) => Ok(*ctx),
         _ => Err("not a directory".into()),
@@ -456,7 +456,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // Leaked blocks: an extent nothing references.
     let p = copy("leaked.img")?;
     edit(&p, |img, _| {
-        let ctx = libimage::context::ExtentContext::new(key.identifier(), Nonce([7; 16]));
+        let ctx = fscrypt::context::ExtentContext::new(key.identifier(), Nonce([7; 16]));
         img.write_raw_extent(ctx, &[0x33; BLOCK_SIZE])?;
         Ok(())
     })?;

@@ -10,8 +10,6 @@ use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
-use crate::context::PolicyContext;
-use crate::crypto::{MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
 use crate::error::{Error, Result};
 use crate::extent::MAX_EXTENT_BLOCKS;
 use crate::image::{Image, Keyring};
@@ -20,6 +18,8 @@ use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::source::{EntrySink, Meta, SourceEntry, SourceKind, Timespec};
 use crate::BLOCK_SIZE;
+use fscrypt::context::PolicyContext;
+use fscrypt::{MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
 
 /// How nonces and timestamps are chosen.
 #[derive(Clone, Copy, Debug, Default)]
@@ -148,7 +148,7 @@ impl<'a> Builder<'a> {
     fn nonce(&self, parts: &[&[u8]]) -> Result<Nonce> {
         match &self.det {
             Some(d) => Ok(d.nonce(parts)),
-            None => Nonce::random(),
+            None => Ok(Nonce::random()?),
         }
     }
 

@@ -8,12 +8,12 @@ use std::path::{Path, PathBuf};
 
 use crate::atomic::AtomicFile;
 use crate::build::{BuildStats, Builder, Reproducible};
-use crate::crypto::{KeyId, MasterKey};
 use crate::error::{Error, Result};
 use crate::image::{Image, Keyring};
 use crate::progress::Progress;
 use crate::source::{read_tar, walk_dir};
 use crate::BLOCK_SIZE;
+use fscrypt::{KeyId, MasterKey};
 
 /// Where the tree comes from.
 pub enum Source<'a> {
@@ -114,7 +114,7 @@ fn build(
     let uuid = if opts.repro.deterministic {
         key.deterministic_nonces().nonce(&[b"uuid", opts.snapshot.as_bytes()]).0
     } else {
-        crate::crypto::Nonce::random()?.0
+        fscrypt::Nonce::random()?.0
     };
     let time = now(opts.repro);
     let mut img = Image::create(file, tmp, uuid, max_blocks)?;

@@ -7,7 +7,7 @@
 use std::fmt;
 use std::io;
 
-use crate::crypto::KeyId;
+use fscrypt::KeyId;
 
 /// What exactly is wrong with bytes read from an image or a backup.
 ///
@@ -174,6 +174,27 @@ impl std::error::Error for Error {
         match self {
             Error::Io { source, .. } => Some(source),
             _ => None,
+        }
+    }
+}
+
+impl From<fscrypt::Error> for Error {
+    fn from(e: fscrypt::Error) -> Self {
+        match e {
+            fscrypt::Error::Invalid(s) => Error::Invalid(s),
+            fscrypt::Error::Corrupt { what, kind } => {
+                let kind = match kind {
+                    fscrypt::CorruptKind::BadLength { field, value } => CorruptKind::BadValue { field, value },
+                    fscrypt::CorruptKind::Truncated { needed, available } => CorruptKind::Truncated { needed, available },
+                    fscrypt::CorruptKind::MissingNul => CorruptKind::Other("symlink blob does not end in a NUL byte"),
+                };
+                Error::corrupt(kind, what, None)
+            }
+            fscrypt::Error::AuthFailed(what) => Error::AuthFailed {
+                at: Location { what, offset: None },
+            },
+            fscrypt::Error::Random(source) => Error::io("reading the operating system's random number generator", source),
+            other => Error::Invalid(other.to_string()),
         }
     }
 }

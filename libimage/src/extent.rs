@@ -19,8 +19,8 @@
 //! | 62 | 2 | reserved, zero |
 
 use crate::bytes::{Reader, Writer};
-use crate::context::{ExtentContext, EXTENT_CTX_LEN};
 use crate::error::{CorruptKind, Result};
+use fscrypt::context::{ExtentContext, EXTENT_CTX_LEN};
 
 /// Encoded size of one record.
 pub const RECORD_LEN: usize = 64;
@@ -80,7 +80,7 @@ impl Extent {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyId, Nonce};
+    use fscrypt::{KeyId, Nonce};
 
     #[test]
     fn round_trip_len() {

@@ -16,8 +16,6 @@ use std::path::{Path, PathBuf};
 
 use crate::alloc::FreeMap;
 use crate::bytes::crc32c;
-use crate::context::ExtentContext;
-use crate::crypto::{KeyId, MasterKey, Nonce, XtsKey};
 use crate::error::{CorruptKind, Error, Result};
 use crate::extent::Extent;
 use crate::finding::{Finding, Severity};
@@ -28,6 +26,8 @@ use crate::parallel::{combine_crcs, pieces, split_units};
 use crate::superblock::{Superblock, SLOTS};
 use crate::validate::{check_metadata, Geometry};
 use crate::BLOCK_SIZE;
+use fscrypt::context::ExtentContext;
+use fscrypt::{KeyId, MasterKey, Nonce, XtsKey};
 
 /// Environment variable for fault injection: the Nth block write (counting
 /// from 1) fails, and so does every write after it, as if the machine had

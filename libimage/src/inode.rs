@@ -28,9 +28,9 @@
 //! - FIFO, socket, char/block device: nothing.
 
 use crate::bytes::{Reader, Writer};
-use crate::context::{PolicyContext, POLICY_CTX_LEN};
 use crate::error::{CorruptKind, Result};
 use crate::source::{Meta, Timespec};
+use fscrypt::context::{PolicyContext, POLICY_CTX_LEN};
 
 /// Longest xattr value accepted.
 pub const XATTR_VALUE_MAX: usize = 65536;
@@ -376,7 +376,7 @@ pub fn check_xattrs(xattrs: &[(Vec<u8>, Vec<u8>)]) -> std::result::Result<(), St
 pub fn symlink_ciphertext(blob: &[u8]) -> Option<&[u8]> {
     let (len, rest) = blob.split_first_chunk::<2>()?;
     let n = u16::from_le_bytes(*len) as usize;
-    if !(16..=crate::crypto::SYMLINK_MAX).contains(&n) || rest.len() != n + 1 || rest[n] != 0 {
+    if !(16..=fscrypt::SYMLINK_MAX).contains(&n) || rest.len() != n + 1 || rest[n] != 0 {
         return None;
     }
     Some(&rest[..n])
@@ -385,7 +385,7 @@ pub fn symlink_ciphertext(blob: &[u8]) -> Option<&[u8]> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::{KeyId, Nonce};
+    use fscrypt::{KeyId, Nonce};
 
     fn base(mode: u32, body: Body) -> Inode {
         Inode {

@@ -6,8 +6,8 @@ use std::path::Path;
 
 use zeroize::Zeroizing;
 
-use crate::crypto::MasterKey;
 use crate::error::{Error, Result};
+use fscrypt::MasterKey;
 
 /// Largest key file read: one byte more than the longest valid key, so an
 /// over-long file is detected without reading it all.
@@ -37,7 +37,7 @@ pub fn load_key(path: &Path) -> Result<MasterKey> {
             "key file {shown} holds {got} bytes; a raw master key is 32 to 64 bytes (use `mkfs-crypt keygen FILE`)"
         )));
     }
-    MasterKey::from_bytes(&buf)
+    Ok(MasterKey::from_bytes(&buf)?)
 }
 
 /// Writes a new random 64-byte key to `path` with mode 0600, refusing to
@@ -45,7 +45,7 @@ pub fn load_key(path: &Path) -> Result<MasterKey> {
 pub fn generate_key_file(path: &Path) -> Result<MasterKey> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
-    let raw = crate::crypto::generate_key()?;
+    let raw = fscrypt::generate_key()?;
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -55,5 +55,5 @@ pub fn generate_key_file(path: &Path) -> Result<MasterKey> {
     f.write_all(&raw[..])
         .and_then(|()| f.sync_all())
         .map_err(|e| Error::io(format!("writing key file {}", path.display()), e))?;
-    MasterKey::from_bytes(&raw[..])
+    Ok(MasterKey::from_bytes(&raw[..])?)
 }

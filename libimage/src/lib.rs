@@ -1,5 +1,6 @@
-//! libimage: the cryptimg on-disk format, fscrypt-exact crypto, and the image
-//! read/write API shared by `mkfs-crypt`, `fsck-crypt` and `backup-crypt`.
+//! libimage: the cryptimg on-disk format and the image read/write API shared by
+//! `mkfs-crypt`, `fsck-crypt` and `backup-crypt`. The crypto is the `fscrypt`
+//! crate's.
 //!
 //! The format is specified in `docs/FORMAT.md`; each on-disk structure has one
 //! module here with `read`/`write` (or `from_bytes`/`to_bytes`).
@@ -10,9 +11,7 @@ pub mod backup;
 pub mod build;
 pub mod bytes;
 pub mod check;
-pub mod context;
 pub mod create;
-pub mod crypto;
 pub mod error;
 pub mod extent;
 pub mod finding;

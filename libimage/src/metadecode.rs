@@ -15,11 +15,11 @@
 use std::collections::BTreeMap;
 
 use crate::bytes::Reader;
-use crate::crypto::KeyId;
 use crate::extent::{Extent, RECORD_LEN};
 use crate::inode::{Inode, FIXED_LEN};
 use crate::meta::{Metadata, MAGIC, VERSION};
 use crate::snapshot::{check_name, Snapshot};
+use fscrypt::KeyId;
 
 /// Below this stream size the plain decoder is used.
 pub const PARALLEL_MIN: usize = 1 << 20;
@@ -275,10 +275,10 @@ fn fast(stream: &[u8]) -> Option<Parsed> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::{ExtentContext, PolicyContext};
-    use crate::crypto::Nonce;
     use crate::inode::{Body, DirEntry, MapEntry, S_IFDIR, S_IFREG};
     use crate::source::Timespec;
+    use fscrypt::context::{ExtentContext, PolicyContext};
+    use fscrypt::Nonce;
     use std::collections::BTreeMap;
 
     fn inode(ino: u64, body: Body) -> Inode {

@@ -4,7 +4,6 @@
 use std::os::unix::fs::FileExt;
 use std::path::Path;
 
-use crate::crypto::{nokey_name, KeyId};
 use crate::error::{Error, Location, Result};
 use crate::fsout::{TreeWriter, WriteStats};
 use crate::image::{Image, Keyring};
@@ -12,6 +11,7 @@ use crate::inode::{Body, Inode};
 use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::BLOCK_SIZE;
+use fscrypt::{nokey_name, KeyId};
 
 /// Read access to one snapshot with a set of keys (possibly none).
 pub struct TreeReader<'a> {

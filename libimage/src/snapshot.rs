@@ -17,9 +17,9 @@
 use std::collections::BTreeMap;
 
 use crate::bytes::{Reader, Writer};
-use crate::crypto::KeyId;
 use crate::error::{CorruptKind, Error, Result};
 use crate::inode::{Inode, FIXED_LEN};
+use fscrypt::KeyId;
 
 /// Longest snapshot name.
 pub const NAME_MAX: usize = 255;

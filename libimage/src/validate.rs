@@ -16,13 +16,13 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::crypto::valid_name_ct_len;
 use crate::extent::MAX_EXTENT_BLOCKS;
 use crate::finding::{Finding, Severity};
 use crate::inode::{Body, Inode};
 use crate::meta::Metadata;
 use crate::snapshot::Snapshot;
 use crate::BLOCK_SIZE;
+use fscrypt::valid_name_ct_len;
 
 /// The geometry the metadata must fit: blocks `[first_data, total)` minus the
 /// metadata region `[meta_start, meta_start + meta_blocks)`.
@@ -656,9 +656,9 @@ impl<'a> ParentMap<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::context::PolicyContext;
-    use crate::crypto::{KeyId, Nonce};
     use crate::inode::{DirEntry, S_IFDIR, S_IFREG};
+    use fscrypt::context::PolicyContext;
+    use fscrypt::{KeyId, Nonce};
     use std::collections::BTreeMap;
 
     fn node(ino: u64, children: &[u64]) -> Inode {
@@ -767,8 +767,8 @@ mod tests {
 
     #[test]
     fn extent_overlap_found_past_a_short_neighbour() {
-        use crate::context::ExtentContext;
         use crate::extent::Extent;
+        use fscrypt::context::ExtentContext;
         let ext = |id, start, blocks| Extent {
             id,
             start,

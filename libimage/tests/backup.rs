@@ -360,9 +360,9 @@ fn hostile_corpus_matches_its_generator() {
     assert!(committed.ends_with(&tsv), "expected.tsv is stale");
 }
 
-fn key(seed: u8) -> libimage::crypto::MasterKey {
+fn key(seed: u8) -> fscrypt::MasterKey {
     let raw: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(13).wrapping_add(seed)).collect();
-    libimage::crypto::MasterKey::from_bytes(&raw).unwrap()
+    fscrypt::MasterKey::from_bytes(&raw).unwrap()
 }
 
 /// Issue items 1 and 2: an image made with key K is backed up and restored

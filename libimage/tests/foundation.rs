@@ -5,9 +5,9 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use fscrypt::MasterKey;
 use libimage::build::Reproducible;
 use libimage::create::{create_image, CreateOptions, Source};
-use libimage::crypto::MasterKey;
 use libimage::image::{Access, Image, Keyring};
 use libimage::progress::Quiet;
 use libimage::testkit::{is_sparse, make_tricky_tree, tree_diff};

@@ -7,8 +7,8 @@ use std::fs;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
+use fscrypt::{KeyId, MasterKey};
 use libimage::create::{create_image, info, CreateOptions, Source};
-use libimage::crypto::{KeyId, MasterKey};
 use libimage::error::Error;
 use libimage::image::{set_thread_fail_after, Access, Image, Keyring};
 use libimage::inode::Body;

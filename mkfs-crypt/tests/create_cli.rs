@@ -42,10 +42,7 @@ fn keygen_writes_a_private_key_and_prints_its_id() {
     assert_eq!(std::fs::read(&k).unwrap().len(), 64);
     assert_eq!(std::fs::metadata(&k).unwrap().permissions().mode() & 0o777, 0o600);
     let raw = std::fs::read(&k).unwrap();
-    assert_eq!(
-        libimage::crypto::MasterKey::from_bytes(&raw).unwrap().identifier().to_string(),
-        id.trim()
-    );
+    assert_eq!(fscrypt::MasterKey::from_bytes(&raw).unwrap().identifier().to_string(), id.trim());
     // Never overwrites.
     let o = run("mkfs-crypt", &["keygen", s(&k)], None);
     assert_eq!(o.status.code(), Some(8));

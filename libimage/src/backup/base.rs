@@ -11,9 +11,9 @@ use std::path::{Path, PathBuf};
 use super::format::{ExtentKey, Manifest};
 use super::scan::{scan, Kind, Member, Sink};
 use super::segments::Coverage;
-use crate::context::EXTENT_CTX_LEN;
 use crate::error::{Error, Result};
 use crate::BLOCK_SIZE;
+use fscrypt::context::EXTENT_CTX_LEN;
 
 /// Where some blocks of an extent are stored in a base archive.
 #[derive(Clone, Copy, Debug)]

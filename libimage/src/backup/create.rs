@@ -15,13 +15,13 @@ use super::format::*;
 use super::pax::{octal_max, push_record, PaxWriter, Ustar};
 use super::scan::CHUNK;
 use super::segments::Coverage;
-use crate::context::EXTENT_CTX_LEN;
-use crate::crypto::nokey_name;
 use crate::error::{CorruptKind, Error, Result};
 use crate::image::{Access, Image};
 use crate::inode::{Body, Inode, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK};
 use crate::progress::Progress;
 use crate::BLOCK_SIZE;
+use fscrypt::context::EXTENT_CTX_LEN;
+use fscrypt::nokey_name;
 
 /// Options of `create`.
 #[derive(Clone, Debug, Default)]

@@ -4,10 +4,10 @@
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-use crate::context::{ExtentContext, EXTENT_CTX_LEN};
 use crate::error::{CorruptKind, Error, Result};
 use crate::extent::MAX_EXTENT_BLOCKS;
 use crate::source::Timespec;
+use fscrypt::context::{ExtentContext, EXTENT_CTX_LEN};
 
 /// `format` field of the manifest.
 pub const FORMAT_NAME: &str = "cryptimg-backup";
@@ -126,12 +126,12 @@ impl Manifest {
     }
 
     /// The policy key id.
-    pub fn policy_id(&self) -> crate::crypto::KeyId {
+    pub fn policy_id(&self) -> fscrypt::KeyId {
         let mut k = [0u8; 16];
         if let Some(v) = parse_hex_exact(&self.policy, 32) {
             k.copy_from_slice(&v);
         }
-        crate::crypto::KeyId(k)
+        fscrypt::KeyId(k)
     }
 
     /// The source image uuid.

@@ -22,7 +22,6 @@ use super::format::{ExtentKey, Manifest};
 use super::scan::{scan, Kind, Member, ScanStats, Sink};
 use super::segments::Segments;
 use crate::atomic::AtomicFile;
-use crate::context::EXTENT_CTX_LEN;
 use crate::error::{CorruptKind, Error, Result};
 use crate::finding::Severity;
 use crate::image::{Access, Image};
@@ -31,6 +30,7 @@ use crate::progress::Progress;
 use crate::snapshot::Snapshot;
 use crate::validate::{check_metadata, Geometry};
 use crate::BLOCK_SIZE;
+use fscrypt::context::EXTENT_CTX_LEN;
 
 /// Options of `restore`.
 #[derive(Clone, Debug, Default)]

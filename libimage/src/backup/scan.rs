@@ -19,12 +19,12 @@ use sha2::{Digest, Sha256};
 use super::format::*;
 use super::pax::{parse_records, PaxReader, RawMember, Record, CRC_KEY};
 use super::segments::Segments;
-use crate::context::{PolicyContext, POLICY_CTX_LEN};
-use crate::crypto::{nokey_name, valid_name_ct_len, SYMLINK_MAX};
 use crate::error::{CorruptKind, Error, Result};
 use crate::inode::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
 use crate::source::{Meta, Timespec};
 use crate::BLOCK_SIZE;
+use fscrypt::context::{PolicyContext, POLICY_CTX_LEN};
+use fscrypt::{nokey_name, valid_name_ct_len, SYMLINK_MAX};
 
 /// Data is handed to the sink in chunks of at most this many bytes.
 pub const CHUNK: usize = 4 << 20;
@@ -153,7 +153,7 @@ struct Walker<'s, R: Read> {
     /// (parent inode, component) → (inode, type).
     children: HashMap<(u64, String), (u64, NodeType)>,
     /// Per extent context: its identity and which blocks this archive holds.
-    extents: HashMap<[u8; crate::context::EXTENT_CTX_LEN], (ExtentKey, Segments)>,
+    extents: HashMap<[u8; fscrypt::context::EXTENT_CTX_LEN], (ExtentKey, Segments)>,
     next_ino: u64,
     stats: ScanStats,
     buf: Vec<u8>,
@@ -650,7 +650,7 @@ impl<R: Read> Walker<'_, R> {
                         "sizes disagree: the member holds {data_len} bytes but its stored extents are {stored} bytes"
                     )));
                 }
-                let mut seen: HashMap<[u8; crate::context::EXTENT_CTX_LEN], ExtentKey> = HashMap::new();
+                let mut seen: HashMap<[u8; fscrypt::context::EXTENT_CTX_LEN], ExtentKey> = HashMap::new();
                 for it in &items {
                     let known = self
                         .extents

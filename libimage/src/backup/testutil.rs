@@ -5,8 +5,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::context::{ExtentContext, PolicyContext};
-use crate::crypto::{KeyId, Nonce};
 use crate::error::Result;
 use crate::image::{Access, Image};
 use crate::inode::*;
@@ -14,6 +12,8 @@ use crate::snapshot::Snapshot;
 use crate::source::Timespec;
 use crate::testkit::TestRng;
 use crate::BLOCK_SIZE;
+use fscrypt::context::{ExtentContext, PolicyContext};
+use fscrypt::{KeyId, Nonce};
 
 /// The key id used by [`synth_image`].
 pub const KEY: KeyId = KeyId([0x4b; 16]);
@@ -410,7 +410,7 @@ impl ArchiveMaker {
     /// A fresh encrypted name (32 random bytes) and its no-key name.
     pub fn name(&mut self) -> (Vec<u8>, String) {
         let ct = self.rng.bytes(32);
-        let nk = crate::crypto::nokey_name(&ct);
+        let nk = fscrypt::nokey_name(&ct);
         (ct, nk)
     }
 

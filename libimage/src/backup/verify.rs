@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use super::base::BaseIndex;
 use super::format::{b64, encode_time, Manifest};
 use super::scan::{scan, Kind, Member, ScanStats, Sink};
-use crate::context::PolicyContext;
 use crate::error::{Error, Result};
 use crate::image::Keyring;
 use crate::inode::{S_IFMT, S_IFSOCK};
+use fscrypt::context::PolicyContext;
 
 /// What `verify` found (it fails on the first problem).
 #[derive(Clone, Debug, serde::Serialize)]

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::crypto::{valid_name_ct_len, KeyId};
 use crate::extent::Extent;
 use crate::finding::{Finding, Severity};
 use crate::image::Keyring;
@@ -19,6 +18,7 @@ use crate::inode::{symlink_ciphertext, Body};
 use crate::meta::Metadata;
 use crate::snapshot::Snapshot;
 use crate::validate::PosIndex;
+use fscrypt::{valid_name_ct_len, KeyId};
 
 use super::{KeyNeed, KeyUse, SnapshotKeys};
 

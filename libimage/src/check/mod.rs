@@ -32,7 +32,6 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::crypto::{nokey_name, NameCipher};
 use crate::error::{Error, Result};
 use crate::finding::{Finding, Severity, Where};
 use crate::image::{load_metadata, newest, Keyring, MetaLoadError};
@@ -44,6 +43,7 @@ use crate::snapshot::Snapshot;
 use crate::superblock::{Superblock, SLOTS};
 use crate::validate::{check_metadata, Geometry, ParentMap};
 use crate::BLOCK_SIZE;
+use fscrypt::{nokey_name, NameCipher};
 
 pub use repair::Repair;
 

@@ -30,8 +30,6 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use crate::context::PolicyContext;
-use crate::crypto::{nokey_name, Nonce};
 use crate::error::{Error, Result};
 use crate::finding::Where;
 use crate::image::{Access, Image, Keyring};
@@ -40,6 +38,8 @@ use crate::meta::Metadata;
 use crate::snapshot::Snapshot;
 use crate::source::Timespec;
 use crate::validate::{tree_shape, ParentMap};
+use fscrypt::context::PolicyContext;
+use fscrypt::{nokey_name, Nonce};
 
 use super::{at_inode, dir_cipher, render_path, show_name, Checked};
 

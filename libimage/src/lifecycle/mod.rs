@@ -165,12 +165,12 @@ pub fn delete(img: &mut Image, name: &str, time: i64) -> Result<DeleteReport> {
 mod tests {
     //! Keyless operations on a hand-built image (no crypto involved).
     use super::*;
-    use crate::context::{ExtentContext, PolicyContext};
-    use crate::crypto::{KeyId, Nonce};
     use crate::image::Access;
     use crate::inode::{DirEntry, Inode, MapEntry, S_IFDIR, S_IFREG};
     use crate::snapshot::Snapshot;
     use crate::source::Timespec;
+    use fscrypt::context::{ExtentContext, PolicyContext};
+    use fscrypt::{KeyId, Nonce};
     use std::collections::BTreeMap;
     use std::path::{Path, PathBuf};
 

@@ -25,14 +25,14 @@ use std::os::unix::fs::FileExt;
 
 use serde::Serialize;
 
-use crate::context::{ExtentContext, PolicyContext};
-use crate::crypto::{KeyId, MasterKey, Nonce, XtsKey};
 use crate::error::{CorruptKind, Error, Location, Result};
 use crate::image::{Image, Keyring};
 use crate::inode::Body;
 use crate::parallel::{combine_crcs, pieces, split_units};
 use crate::progress::Progress;
 use crate::BLOCK_SIZE;
+use fscrypt::context::{ExtentContext, PolicyContext};
+use fscrypt::{KeyId, MasterKey, Nonce, XtsKey};
 
 use super::snapshot_index;
 

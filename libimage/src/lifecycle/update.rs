@@ -19,13 +19,13 @@ use serde::Serialize;
 
 use crate::build::{BuildStats, Builder, Reproducible};
 use crate::create::Source;
-use crate::crypto::KeyId;
 use crate::error::{Error, Location, Result};
 use crate::image::{Image, Keyring};
 use crate::inode::Body;
 use crate::progress::Progress;
 use crate::source::{read_tar, walk_dir, EntrySink, SourceEntry, SourceKind};
 use crate::BLOCK_SIZE;
+use fscrypt::KeyId;
 
 use super::snapshot_index;
 

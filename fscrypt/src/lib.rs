@@ -1,4 +1,4 @@
-//! Linux fscrypt v2 cryptography, byte for byte.
+//! Linux fscrypt v2 cryptography, byte for byte, with no I/O.
 //!
 //! Everything here follows Documentation/filesystems/fscrypt.rst for v2
 //! encryption policies with the default modes (AES-256-XTS for contents,
@@ -6,11 +6,13 @@
 //!
 //! - `keys`: the master key, HKDF-SHA512 key derivation, key identifiers,
 //!   and cryptimg's deterministic nonces;
+//! - `context`: the 40-byte v2 policy context and the 34-byte extent context;
 //! - `xts`: contents encryption (AES-256-XTS over data units);
 //! - `names`: filename and symlink-target encryption (AES-256-CBC-CS3) and
 //!   the Linux >= 5.15 no-key name encoding.
 //!
-//! Only RustCrypto primitives are used; this module only composes them.
+//! Only RustCrypto primitives are used; this crate only composes them. Both
+//! on-disk formats (cryptimg and ext4) use it; it knows neither.
 
 #![forbid(unsafe_code)]
 
@@ -20,17 +22,19 @@ use std::str::FromStr;
 
 use zeroize::Zeroizing;
 
-use crate::error::{Error, Result};
-
+pub mod context;
+pub mod error;
 mod keys;
 mod names;
 mod xts;
+
+pub use error::{CorruptKind, Error, Result};
 
 pub use keys::{MasterKey, NonceDeriver};
 pub use names::{nokey_name, padded_len, valid_name_ct_len, NameCipher, NAME_MAX, SYMLINK_MAX};
 pub use xts::XtsKey;
 
-/// The fscrypt data unit size used by cryptimg (the filesystem block size).
+/// The fscrypt data unit size used here (the filesystem block size).
 pub const DATA_UNIT: usize = 4096;
 
 /// A 16-byte fscrypt master key identifier (FSCRYPT_KEY_IDENTIFIER_SIZE).
@@ -97,7 +101,7 @@ fn os_random(buf: &mut [u8]) -> Result<()> {
             Some(code) => io::Error::from_raw_os_error(code),
             None => io::Error::other(e.to_string()),
         };
-        Error::io("reading the operating system's random number generator", source)
+        Error::Random(source)
     })
 }
 

@@ -34,7 +34,7 @@ use cts::{Decrypt, Encrypt};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
 
-use crate::error::{CorruptKind, Error, Location, Result};
+use crate::{CorruptKind, Error, Result};
 
 /// Longest filename (NAME_MAX), and the padding limit for filenames.
 pub const NAME_MAX: usize = 255;
@@ -148,14 +148,13 @@ impl NameCipher {
     pub fn decrypt(&self, ct: &[u8], max_len: usize) -> Result<Vec<u8>> {
         check_max_len(max_len)?;
         if !valid_ct_len(ct.len(), max_len) {
-            return Err(Error::corrupt(
-                CorruptKind::BadValue {
+            return Err(Error::Corrupt {
+                what: "encrypted name",
+                kind: CorruptKind::BadLength {
                     field: "encrypted name length",
                     value: ct.len() as u64,
                 },
-                "encrypted name",
-                None,
-            ));
+            });
         }
         let mut buf = Zeroizing::new(ct.to_vec());
         cts::CbcCs3::inner_iv_init(&self.aes, &Default::default())
@@ -228,7 +227,10 @@ impl NameCipher {
     /// field must be a possible ciphertext length and account for every byte,
     /// and the blob must end in exactly one NUL.
     pub fn decrypt_symlink(&self, blob: &[u8]) -> Result<Vec<u8>> {
-        let corrupt = |kind| Error::corrupt(kind, "encrypted symlink target", None);
+        let corrupt = |kind| Error::Corrupt {
+            what: "encrypted symlink target",
+            kind,
+        };
         let Some((len_bytes, rest)) = blob.split_first_chunk::<2>() else {
             return Err(corrupt(CorruptKind::Truncated {
                 needed: 3,
@@ -237,7 +239,7 @@ impl NameCipher {
         };
         let ct_len = usize::from(u16::from_le_bytes(*len_bytes));
         if !valid_ct_len(ct_len, SYMLINK_MAX) {
-            return Err(corrupt(CorruptKind::BadValue {
+            return Err(corrupt(CorruptKind::BadLength {
                 field: "symlink ciphertext length",
                 value: ct_len as u64,
             }));
@@ -249,14 +251,14 @@ impl NameCipher {
             }));
         }
         if rest.len() > ct_len + 1 {
-            return Err(corrupt(CorruptKind::BadValue {
+            return Err(corrupt(CorruptKind::BadLength {
                 field: "symlink blob length",
                 value: blob.len() as u64,
             }));
         }
         let (ct, terminator) = rest.split_at(ct_len);
         if terminator != [0] {
-            return Err(corrupt(CorruptKind::Other("symlink blob does not end in a NUL byte")));
+            return Err(corrupt(CorruptKind::MissingNul));
         }
         self.decrypt(ct, SYMLINK_MAX)
     }
@@ -270,18 +272,13 @@ fn check_max_len(max_len: usize) -> Result<()> {
 }
 
 fn auth_failed(why: &str) -> Error {
-    Error::AuthFailed {
-        at: Location {
-            what: format!("encrypted name ({why})"),
-            offset: None,
-        },
-    }
+    Error::AuthFailed(format!("encrypted name ({why})"))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::test_bytes;
+    use crate::test_bytes;
     use aes::cipher::{BlockCipherEncrypt, KeyInit};
     use aes::{Aes128, Block};
 

@@ -14,7 +14,7 @@
 //! and [`ExtentContext::validate`] check every field, so a checker can report a
 //! bad context as a finding while a reader refuses it.
 
-use crate::crypto::{KeyId, Nonce};
+use crate::{KeyId, Nonce};
 
 /// `FSCRYPT_CONTEXT_V2`
 pub const POLICY_VERSION_V2: u8 = 2;

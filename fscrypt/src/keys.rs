@@ -24,7 +24,7 @@ use zeroize::{Zeroize, Zeroizing};
 use super::names::NameCipher;
 use super::xts::XtsKey;
 use super::{KeyId, Nonce};
-use crate::error::{Error, Result};
+use crate::{Error, Result};
 
 /// SHA-512 output length (HKDF HashLen, and the PRK size).
 const HASH_LEN: usize = 64;
@@ -130,6 +130,20 @@ impl MasterKey {
         let mut key = Zeroizing::new([0u8; 32]);
         self.derive(HKDF_CONTEXT_PER_FILE_ENC_KEY, &nonce.0, key.as_mut_slice());
         NameCipher::from_bytes(&key)
+    }
+
+    /// The contents key of a regular file with this nonce (ext4, f2fs, and
+    /// every filesystem with per-file keys): context
+    /// HKDF_CONTEXT_PER_FILE_ENC_KEY (2), info = the file's nonce, 64 bytes
+    /// for AES-256-XTS. The kernel derives a file's key with the size of the
+    /// mode it uses (`fscrypt_set_per_file_enc_key()` with
+    /// `ci_mode->keysize`): a regular file uses the contents mode, a directory
+    /// or symlink the filenames mode, so [`MasterKey::names_key`] is the first
+    /// 32 bytes of the same expansion.
+    pub fn file_contents_key(&self, nonce: &Nonce) -> XtsKey {
+        let mut key = Zeroizing::new([0u8; 64]);
+        self.derive(HKDF_CONTEXT_PER_FILE_ENC_KEY, &nonce.0, key.as_mut_slice());
+        XtsKey::from_bytes(&key)
     }
 
     /// The contents key of an extent with this nonce: context
@@ -294,6 +308,13 @@ mod tests {
         let mut ctx9 = [0u8; 32];
         key.derive(9, &n1.0, &mut ctx9);
         assert_ne!(ctx2, ctx9);
+        // A file's contents key is the 64-byte expansion of context 2, and
+        // differs from the extent key of the same nonce.
+        let mut ctx2_64 = [0u8; 64];
+        key.derive(2, &n1.0, &mut ctx2_64);
+        assert_eq!(ctx2_64[..32], ctx2);
+        assert_eq!(block(key.file_contents_key(&n1)), block(XtsKey::from_bytes(&ctx2_64)));
+        assert_ne!(block(key.file_contents_key(&n1)), block(key.extent_key(&n1)));
     }
 
     #[test]

@@ -138,7 +138,7 @@ fn xor_block(block: &mut Block, tweak: u128) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::crypto::test_bytes;
+    use crate::test_bytes;
     use aes::cipher::array::Array;
 
     fn unhex(s: &str) -> Vec<u8> {
