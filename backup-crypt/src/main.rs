@@ -1,13 +1,13 @@
 //! backup-crypt: ciphertext-only backup and restore of cryptimg images.
-//! Flags and output only; the work is done in `libimage::backup`.
+//! Flags and output only; the work is done in `libimage::ops::backup`.
 
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
-use libimage::atomic::AtomicFile;
-use libimage::backup::{self, BackupOptions, RestoreOptions};
+use libimage::engine::atomic::AtomicFile;
+use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
 No command needs a key; `list --key-file` only shows real names.";

@@ -5,8 +5,8 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
-use libimage::backup::testutil::{canon_snapshot, synth_image};
-use libimage::image::{Access, Image};
+use libimage::engine::image::{Access, Image};
+use libimage::ops::backup::testutil::{canon_snapshot, synth_image};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
@@ -286,11 +286,11 @@ fn crash_matrix_restore() {
             } else {
                 assert!(String::from_utf8_lossy(&o.stderr).contains("injected fault"));
                 assert_eq!(state(&existing), before, "fault at write {k} changed the image");
-                let opts = libimage::check::CheckOptions {
+                let opts = libimage::ops::check::CheckOptions {
                     data: true,
                     ..Default::default()
                 };
-                let r = libimage::check::check(&existing, &Default::default(), &opts, &libimage::progress::Quiet).unwrap();
+                let r = libimage::ops::check::check(&existing, &Default::default(), &opts, &libimage::progress::Quiet).unwrap();
                 assert_eq!(r.exit_code, 0, "fsck after a fault at write {k}: {:#?}", r.findings);
             }
         }

@@ -12,7 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 /// mimalloc it takes min 44 ms, median 51 ms (`e2fsck -fn`: 60 ms; BENCHMARKS.md).
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use libimage::image::Keyring;
+use libimage::engine::image::Keyring;
 use libimage::progress::Progress;
 
 /// Exit codes shared by all tools (fsck's bitmask, util-linux `exitcodes.h`).
@@ -77,7 +77,7 @@ pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Keyring> {
     }
     let keys = paths
         .iter()
-        .map(|p| libimage::keyfile::load_key(p))
+        .map(|p| libimage::engine::keyfile::load_key(p))
         .collect::<Result<Vec<_>, _>>()?;
     Ok(Keyring::new(keys))
 }

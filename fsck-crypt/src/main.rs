@@ -6,9 +6,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
-use libimage::check::CheckOptions;
-use libimage::image::{Access, Image};
-use libimage::read::TreeReader;
+use libimage::engine::image::{Access, Image};
+use libimage::ops::check::CheckOptions;
+use libimage::ops::read::TreeReader;
 
 const EXIT_CODES: &str =
     "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
@@ -59,7 +59,7 @@ enum Cmd {
 
 fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
     let img = Image::open(&image, Access::ReadOnly)?;
-    let i = libimage::create::info(&img);
+    let i = libimage::ops::create::info(&img);
     if json {
         println!("{}", serde_json::to_string_pretty(&i)?);
         return Ok(exit::OK);
@@ -97,7 +97,7 @@ fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: 
     let ino = r.lookup(path.as_deref().unwrap_or("").as_bytes())?;
     let mut out = std::io::stdout().lock();
     let target = r.inode(ino)?;
-    let entries: Vec<(Vec<u8>, &libimage::inode::Inode)> = if target.is_dir() {
+    let entries: Vec<(Vec<u8>, &libimage::format::inode::Inode)> = if target.is_dir() {
         r.list(ino)?.into_iter().map(|l| (l.name, l.inode)).collect()
     } else {
         let name = path.as_deref().unwrap_or("").rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
@@ -141,7 +141,7 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
         data: a.data,
         repair: a.repair,
     };
-    let r = libimage::check::check(&a.image, &keys, &opts, &Bar::new(a.no_progress || a.json))?;
+    let r = libimage::ops::check::check(&a.image, &keys, &opts, &Bar::new(a.no_progress || a.json))?;
     let mut out = std::io::stdout().lock();
     if a.json {
         writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
@@ -227,8 +227,8 @@ fn main() {
         } => {
             let keys = load_keys(&key_file)?;
             let img = Image::open(&image, Access::ReadOnly)?;
-            let as_root = libimage::fsout::running_as_root();
-            let st = libimage::read::extract(&img, snapshot.as_deref(), &keys, &dest, as_root, &Bar::new(no_progress))?;
+            let as_root = libimage::tree::write::running_as_root();
+            let st = libimage::ops::read::extract(&img, snapshot.as_deref(), &keys, &dest, as_root, &Bar::new(no_progress))?;
             eprintln!(
                 "extracted {} files, {} dirs, {} symlinks, {} special ({} skipped) to {}",
                 st.files,

@@ -23,8 +23,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use cap::Cap;
-use libimage::check::{check, CheckOptions, Report};
-use libimage::image::{load_metadata, newest, read_slots, Keyring};
+use libimage::engine::image::{load_metadata, newest, read_slots, Keyring};
+use libimage::ops::check::{check, CheckOptions, Report};
 use libimage::progress::Quiet;
 use libimage::testkit::TestRng;
 use libimage::BLOCK_SIZE;
@@ -107,7 +107,7 @@ fn checked_run(path: &Path, with_key: bool) -> Report {
     let _ = ALLOC.set_limit(base.saturating_add(MEM_LIMIT));
     let h = std::thread::spawn(move || {
         let keys = if with_key {
-            Keyring::new(vec![libimage::keyfile::load_key(&testdata().join("test.key")).unwrap()])
+            Keyring::new(vec![libimage::engine::keyfile::load_key(&testdata().join("test.key")).unwrap()])
         } else {
             Keyring::default()
         };
@@ -222,11 +222,11 @@ fn hostile_counts_do_not_allocate() {
     // Allocation range count at offset 16 of the stream.
     stream[16..24].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let mut img = fs::read(&clean).unwrap();
-    let region = libimage::metablock::encode(&stream, sb.meta_start, sb.generation);
+    let region = libimage::format::metablock::encode(&stream, sb.meta_start, sb.generation);
     let off = (sb.meta_start as usize) * BLOCK_SIZE;
     img[off..off + region.len()].copy_from_slice(&region);
-    let nsb = libimage::superblock::Superblock {
-        meta_crc: libimage::bytes::crc32c(&stream),
+    let nsb = libimage::format::superblock::Superblock {
+        meta_crc: libimage::format::bytes::crc32c(&stream),
         ..sb.clone()
     };
     let slot = nsb.slot() as usize * BLOCK_SIZE;

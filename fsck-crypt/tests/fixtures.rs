@@ -13,8 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fscrypt::MasterKey;
-use libimage::check::{check, CheckOptions, Report};
-use libimage::image::{Access, Image, Keyring};
+use libimage::engine::image::{Access, Image, Keyring};
+use libimage::ops::check::{check, CheckOptions, Report};
 use libimage::progress::Quiet;
 use mkfixtures::Case;
 
@@ -55,7 +55,7 @@ fn run_lib(image: &Path, args: &[String], repair: bool) -> Report {
         match a.as_str() {
             "--key-file" => {
                 let p = it.next().expect("key file");
-                keys.push(libimage::keyfile::load_key(Path::new(p)).expect("key"));
+                keys.push(libimage::engine::keyfile::load_key(Path::new(p)).expect("key"));
             }
             "--data" => opts.data = true,
             "--snapshot" => opts.snapshot = it.next().cloned(),
@@ -134,18 +134,18 @@ fn contents(image: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
     let keys = Keyring::new(vec![MasterKey::from_bytes(&mkfixtures::test_key_bytes()).unwrap()]);
     let img = Image::open(image, Access::ReadOnly).expect("repaired image opens");
     let snap = img.snapshot(None).unwrap();
-    let r = libimage::read::TreeReader::new(&img, snap, &keys);
+    let r = libimage::ops::read::TreeReader::new(&img, snap, &keys);
     let mut out = std::collections::BTreeMap::new();
     let mut stack = vec![(String::new(), snap.root)];
     while let Some((p, dir)) = stack.pop() {
         for l in r.list(dir).unwrap() {
             let path = format!("{p}/{}", String::from_utf8_lossy(&l.name));
             match &l.inode.body {
-                libimage::inode::Body::Dir { .. } => {
+                libimage::format::inode::Body::Dir { .. } => {
                     out.insert(path.clone() + "/", Vec::new());
                     stack.push((path, l.inode.ino));
                 }
-                libimage::inode::Body::File { .. } => {
+                libimage::format::inode::Body::File { .. } => {
                     let mut data = vec![0u8; l.inode.size as usize];
                     r.read_file(l.inode.ino, &mut |off, buf| {
                         data[off as usize..off as usize + buf.len()].copy_from_slice(buf);
@@ -154,10 +154,10 @@ fn contents(image: &Path) -> std::collections::BTreeMap<String, Vec<u8>> {
                     .unwrap();
                     out.insert(path, data);
                 }
-                libimage::inode::Body::Symlink { .. } => {
+                libimage::format::inode::Body::Symlink { .. } => {
                     out.insert(path, r.read_link(l.inode.ino).unwrap());
                 }
-                libimage::inode::Body::Special => {
+                libimage::format::inode::Body::Special => {
                     out.insert(path, b"special".to_vec());
                 }
             }
@@ -248,7 +248,7 @@ fn interrupted_repair_loses_nothing() {
             .arg("check")
             .arg(&image)
             .arg("--repair")
-            .env(libimage::image::FAIL_ENV, n.to_string())
+            .env(libimage::engine::image::FAIL_ENV, n.to_string())
             .output()
             .unwrap();
         assert_eq!(

@@ -23,15 +23,15 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use fscrypt::{MasterKey, Nonce};
-use libimage::build::{Builder, Reproducible};
-use libimage::image::{load_metadata, newest, read_slots, Access, Image, Keyring};
-use libimage::inode::{Body, DirEntry, S_IFDIR, S_IFIFO, S_IFREG};
-use libimage::meta::merge_ranges;
-use libimage::metablock;
+use libimage::engine::image::{load_metadata, newest, read_slots, Access, Image, Keyring};
+use libimage::format::inode::{Body, DirEntry, S_IFDIR, S_IFIFO, S_IFREG};
+use libimage::format::meta::merge_ranges;
+use libimage::format::metablock;
+use libimage::format::superblock::Superblock;
+use libimage::ops::build::{Builder, Reproducible};
+use libimage::ops::read::TreeReader;
 use libimage::progress::Quiet;
-use libimage::read::TreeReader;
-use libimage::source::{EntrySink, Meta, SourceEntry, SourceKind, Timespec};
-use libimage::superblock::Superblock;
+use libimage::tree::{EntrySink, Meta, SourceEntry, SourceKind, Timespec};
 use libimage::BLOCK_SIZE;
 
 type Res<T> = std::result::Result<T, Box<dyn StdError>>;
@@ -145,7 +145,7 @@ pub fn build_clean(dest: &Path, key: &MasterKey) -> Res<()> {
     entry(
         &mut b,
         "link",
-        libimage::inode::S_IFLNK | 0o777,
+        libimage::format::inode::S_IFLNK | 0o777,
         SourceKind::Symlink { target: b"a.txt".to_vec() },
     )?;
     entry(&mut b, "d1/hard", S_IFREG | 0o644, SourceKind::HardLink { target: path("a.txt") })?;
@@ -215,7 +215,7 @@ fn first_extent(img: &Image, ino: u64) -> Res<u64> {
 
 /// Writes the metadata `meta` as generation + 1 without the writer's
 /// rebuild of the allocation map (for a damaged allocation map).
-fn raw_commit(p: &Path, change: impl FnOnce(&mut libimage::meta::Metadata)) -> Res<()> {
+fn raw_commit(p: &Path, change: impl FnOnce(&mut libimage::format::meta::Metadata)) -> Res<()> {
     let f = fs::OpenOptions::new().read(true).write(true).open(p)?;
     let sb = newest(&read_slots(&f))?;
     let mut m = load_metadata(&f, &sb).map_err(|e| e.into_error().to_string())?;
@@ -232,7 +232,7 @@ fn raw_commit(p: &Path, change: impl FnOnce(&mut libimage::meta::Metadata)) -> R
         meta_start: start,
         meta_blocks: n,
         meta_bytes: stream.len() as u64,
-        meta_crc: libimage::bytes::crc32c(&stream),
+        meta_crc: libimage::format::bytes::crc32c(&stream),
         commit_time: TIME,
         ..sb
     };

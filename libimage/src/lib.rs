@@ -2,36 +2,28 @@
 //! `mkfs-crypt`, `fsck-crypt` and `backup-crypt`. The crypto is the `fscrypt`
 //! crate's.
 //!
-//! The format is specified in `docs/FORMAT.md`; each on-disk structure has one
-//! module here with `read`/`write` (or `from_bytes`/`to_bytes`).
+//! Layers, bottom up (docs/ARCHITECTURE.md):
+//! - [`format`]: the on-disk structures, one module each, specified in
+//!   `docs/FORMAT.md`, with `from_bytes`/`to_bytes` (or `read`/`write`);
+//! - [`engine`]: an open image (block I/O with fault injection, metadata
+//!   load and commit, allocation), key files, atomic output files;
+//! - [`ops`]: what the tools do (create, read/extract, check, lifecycle, backup);
+//! - [`tree`]: plaintext trees in and out (directory walk, tar reader, tree writer).
+//!
+//! All `unsafe` code (the libc calls) is in the private `sys` module.
 
-pub mod alloc;
-pub mod atomic;
-pub mod backup;
-pub mod build;
-pub mod bytes;
-pub mod check;
-pub mod create;
+#![deny(unsafe_code)]
+
+pub mod engine;
 pub mod error;
-pub mod extent;
 pub mod finding;
-pub mod fsout;
-pub mod image;
-pub mod inode;
-pub mod keyfile;
-pub mod lifecycle;
-pub mod meta;
-pub mod metablock;
-pub mod metadecode;
-pub mod parallel;
+pub mod format;
+pub mod ops;
 pub mod progress;
-pub mod read;
-pub mod snapshot;
-pub mod source;
-pub mod superblock;
+mod sys;
 #[doc(hidden)]
 pub mod testkit;
-pub mod validate;
+pub mod tree;
 
 pub use error::{Error, Result};
 

@@ -12,8 +12,9 @@ use std::os::unix::fs::{FileExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use crate::error::{Error, Result};
-use crate::fsout::{mkfifo, set_times, set_xattr, TreeWriter, WriteStats};
-use crate::source::{c_path, read_xattrs, EntrySink, Meta, SourceEntry, SourceKind, Timespec};
+use crate::sys::{c_path, mkfifo, set_times, set_xattr};
+use crate::tree::write::{TreeWriter, WriteStats};
+use crate::tree::{read_xattrs, EntrySink, Meta, SourceEntry, SourceKind, Timespec};
 
 /// Small deterministic PRNG (splitmix64) for test data.
 pub struct TestRng(u64);
@@ -145,7 +146,7 @@ pub fn make_tricky_tree(root: &Path) -> io::Result<TreeFeatures> {
     fs::create_dir(at("sticky"))?;
     fs::set_permissions(at("sticky"), fs::Permissions::from_mode(0o1777))?;
     mkfifo(&cpath(&at("fifo"))?, 0o640)?;
-    if crate::fsout::running_as_root() {
+    if crate::tree::write::running_as_root() {
         std::os::unix::fs::lchown(at("sizes/one"), Some(1234), Some(5678))?;
     }
 
@@ -479,7 +480,7 @@ mod tests {
         keep_times("sizes/one", &|| fs::write(at("sizes/one"), b"ab").unwrap());
         fs::remove_file(at("fifo")).unwrap();
         fs::write(at("fifo"), b"").unwrap();
-        let root = crate::fsout::running_as_root();
+        let root = crate::tree::write::running_as_root();
         if root {
             std::os::unix::fs::lchown(at("sizes/empty"), Some(1), Some(1)).unwrap();
         }

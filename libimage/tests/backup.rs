@@ -3,13 +3,13 @@
 
 use std::path::{Path, PathBuf};
 
-use libimage::backup::scan::{scan, Sink};
-use libimage::backup::testutil::{canon_snapshot, synth_image};
-use libimage::backup::{create_backup, restore_backup, verify_backup, BackupOptions, RestoreOptions};
-use libimage::image::{Access, Image};
+use libimage::engine::image::{Access, Image};
+use libimage::ops::backup::scan::{scan, Sink};
+use libimage::ops::backup::testutil::{canon_snapshot, synth_image};
+use libimage::ops::backup::{create_backup, restore_backup, verify_backup, BackupOptions, RestoreOptions};
 use libimage::progress::Quiet;
 
-fn backup(img: &Path, snapshot: Option<&str>, since: Option<&Path>) -> (Vec<u8>, libimage::backup::BackupReport) {
+fn backup(img: &Path, snapshot: Option<&str>, since: Option<&Path>) -> (Vec<u8>, libimage::ops::backup::BackupReport) {
     let mut out = Vec::new();
     let opts = BackupOptions {
         snapshot: snapshot.map(str::to_string),
@@ -20,7 +20,12 @@ fn backup(img: &Path, snapshot: Option<&str>, since: Option<&Path>) -> (Vec<u8>,
     (out, r)
 }
 
-fn restore(archive: &[u8], img: &Path, snapshot: Option<&str>, bases: &[PathBuf]) -> libimage::Result<libimage::backup::RestoreReport> {
+fn restore(
+    archive: &[u8],
+    img: &Path,
+    snapshot: Option<&str>,
+    bases: &[PathBuf],
+) -> libimage::Result<libimage::ops::backup::RestoreReport> {
     let opts = RestoreOptions {
         snapshot: snapshot.map(str::to_string),
         bases: bases.to_vec(),
@@ -113,7 +118,7 @@ fn verify_detects_a_flipped_byte_in_any_member() {
     // Member boundaries, from a scan.
     struct Offs(Vec<(u64, u64)>);
     impl Sink for Offs {
-        fn member(&mut self, m: &libimage::backup::scan::Member) -> libimage::Result<()> {
+        fn member(&mut self, m: &libimage::ops::backup::scan::Member) -> libimage::Result<()> {
             self.0.push((m.offset, m.data_offset));
             Ok(())
         }
@@ -348,7 +353,7 @@ fn hostile_corpus_is_refused_with_the_expected_error() {
 fn hostile_corpus_matches_its_generator() {
     let dir = corpus_dir();
     let mut tsv = String::new();
-    for (name, expect, bytes) in libimage::backup::hostile::cases() {
+    for (name, expect, bytes) in libimage::ops::backup::hostile::cases() {
         let on_disk = std::fs::read(dir.join(name)).unwrap_or_default();
         assert!(
             on_disk == bytes,
@@ -371,8 +376,8 @@ fn key(seed: u8) -> fscrypt::MasterKey {
 /// original's byte for byte.
 #[test]
 fn keyless_round_trip_of_a_real_image_extracts_with_the_key() {
-    use libimage::create::{create_image, CreateOptions, Source};
-    use libimage::image::Keyring;
+    use libimage::engine::image::Keyring;
+    use libimage::ops::create::{create_image, CreateOptions, Source};
     use libimage::testkit::{make_tricky_tree, tree_diff};
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
@@ -394,7 +399,7 @@ fn keyless_round_trip_of_a_real_image_extracts_with_the_key() {
     // Extract with the key: the original tree.
     let out = t.path().join("out");
     let i = Image::open(&restored, Access::ReadOnly).unwrap();
-    libimage::read::extract(&i, None, &Keyring::new(vec![key(1)]), &out, true, &Quiet).unwrap();
+    libimage::ops::read::extract(&i, None, &Keyring::new(vec![key(1)]), &out, true, &Quiet).unwrap();
     let diff = tree_diff(&src, &out);
     assert!(diff.is_empty(), "differences: {diff:#?}");
 }
@@ -402,8 +407,8 @@ fn keyless_round_trip_of_a_real_image_extracts_with_the_key() {
 /// `list` shows no-key names without a key and the real names with it.
 #[test]
 fn list_shows_real_names_only_with_the_key() {
-    use libimage::create::{create_image, CreateOptions, Source};
-    use libimage::image::Keyring;
+    use libimage::engine::image::Keyring;
+    use libimage::ops::create::{create_image, CreateOptions, Source};
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     std::fs::create_dir_all(src.join("sub")).unwrap();
@@ -412,9 +417,9 @@ fn list_shows_real_names_only_with_the_key() {
     let img = t.path().join("a.img");
     create_image(&img, Source::Dir(&src), &key(2), &CreateOptions::default(), &Quiet).unwrap();
     let (arch, _) = backup(&img, None, None);
-    let (_, plain) = libimage::backup::list_backup(&mut &arch[..], &Keyring::default()).unwrap();
+    let (_, plain) = libimage::ops::backup::list_backup(&mut &arch[..], &Keyring::default()).unwrap();
     assert!(plain.iter().all(|e| e.real_path.is_none() && !e.path.contains("hello")));
-    let (m, named) = libimage::backup::list_backup(&mut &arch[..], &Keyring::new(vec![key(2)])).unwrap();
+    let (m, named) = libimage::ops::backup::list_backup(&mut &arch[..], &Keyring::new(vec![key(2)])).unwrap();
     assert_eq!(m.keys_needed, vec![key(2).identifier().to_string()]);
     let mut paths: Vec<&str> = named.iter().filter_map(|e| e.real_path.as_deref()).collect();
     paths.sort_unstable();

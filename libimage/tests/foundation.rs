@@ -6,9 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use fscrypt::MasterKey;
-use libimage::build::Reproducible;
-use libimage::create::{create_image, CreateOptions, Source};
-use libimage::image::{Access, Image, Keyring};
+use libimage::engine::image::{Access, Image, Keyring};
+use libimage::ops::build::Reproducible;
+use libimage::ops::create::{create_image, CreateOptions, Source};
 use libimage::progress::Quiet;
 use libimage::testkit::{is_sparse, make_tricky_tree, tree_diff};
 use libimage::Error;
@@ -21,7 +21,7 @@ fn key(seed: u8) -> MasterKey {
 fn extract_to(img_path: &Path, k: MasterKey, dest: &Path) {
     let img = Image::open(img_path, Access::ReadOnly).unwrap();
     let keys = Keyring::new(vec![k]);
-    libimage::read::extract(&img, None, &keys, dest, true, &Quiet).unwrap();
+    libimage::ops::read::extract(&img, None, &keys, dest, true, &Quiet).unwrap();
 }
 
 fn tricky(dir: &Path) -> PathBuf {
@@ -283,7 +283,7 @@ fn wrong_key_names_given_and_needed_ids() {
     create_image(&img, Source::Dir(&src), &key(8), &CreateOptions::default(), &Quiet).unwrap();
     let im = Image::open(&img, Access::ReadOnly).unwrap();
     let keys = Keyring::new(vec![key(9)]);
-    let e = libimage::read::extract(&im, None, &keys, &t.path().join("o"), false, &Quiet).unwrap_err();
+    let e = libimage::ops::read::extract(&im, None, &keys, &t.path().join("o"), false, &Quiet).unwrap_err();
     let msg = e.to_string();
     assert!(matches!(e, Error::WrongKey { .. }));
     assert!(

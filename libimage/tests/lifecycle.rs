@@ -8,13 +8,13 @@ use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use fscrypt::{KeyId, MasterKey};
-use libimage::create::{create_image, info, CreateOptions, Source};
+use libimage::engine::image::{set_thread_fail_after, Access, Image, Keyring};
 use libimage::error::Error;
-use libimage::image::{set_thread_fail_after, Access, Image, Keyring};
-use libimage::inode::Body;
-use libimage::lifecycle::{self, RekeyOptions, RekeyReport, UpdateOptions};
+use libimage::format::inode::Body;
+use libimage::ops::create::{create_image, info, CreateOptions, Source};
+use libimage::ops::lifecycle::{self, RekeyOptions, RekeyReport, UpdateOptions};
+use libimage::ops::read::TreeReader;
 use libimage::progress::Quiet;
-use libimage::read::TreeReader;
 use sha2::{Digest, Sha256};
 
 const T: i64 = 1_700_000_000;
@@ -85,7 +85,7 @@ fn make_tree2(root: &Path) {
 fn create_opts() -> CreateOptions {
     CreateOptions {
         force: true,
-        repro: libimage::build::Reproducible {
+        repro: libimage::ops::build::Reproducible {
             deterministic: false,
             clamp: Some(T),
         },
@@ -139,11 +139,11 @@ fn do_delete(p: &Path, snap: &str) -> libimage::Result<()> {
 /// the full `fsck-crypt check` library call once it exists).
 /// `fsck-crypt check --data` (keyless) must exit 0.
 fn check_clean(p: &Path) {
-    let opts = libimage::check::CheckOptions {
+    let opts = libimage::ops::check::CheckOptions {
         data: true,
         ..Default::default()
     };
-    let r = libimage::check::check(p, &Keyring::default(), &opts, &libimage::progress::Quiet).unwrap();
+    let r = libimage::ops::check::check(p, &Keyring::default(), &opts, &libimage::progress::Quiet).unwrap();
     assert_eq!(r.exit_code, 0, "{}: {:#?}", p.display(), r.findings);
 }
 
@@ -239,7 +239,7 @@ fn sorted(mut v: Vec<KeyId>) -> Vec<KeyId> {
 /// Extracts a snapshot with the given keys ("opens" it).
 fn extract(p: &Path, snap: &str, keys: &[u8], dest: &Path) -> libimage::Result<()> {
     let img = Image::open(p, Access::ReadOnly)?;
-    libimage::read::extract(&img, Some(snap), &ring(keys), dest, false, &Quiet).map(drop)
+    libimage::ops::read::extract(&img, Some(snap), &ring(keys), dest, false, &Quiet).map(drop)
 }
 
 struct Fixture {
@@ -781,8 +781,8 @@ fn reencrypt_batches_resume_without_redoing_work() {
 
 fn extract_exact(img: &Path, snap: &str, keys: &[u8], dest: &Path, want: &Path) {
     let i = Image::open(img, Access::ReadOnly).unwrap();
-    let as_root = libimage::fsout::running_as_root();
-    libimage::read::extract(&i, Some(snap), &ring(keys), dest, as_root, &Quiet).unwrap();
+    let as_root = libimage::tree::write::running_as_root();
+    libimage::ops::read::extract(&i, Some(snap), &ring(keys), dest, as_root, &Quiet).unwrap();
     let diff = libimage::testkit::tree_diff(want, dest);
     assert!(diff.is_empty(), "{snap} with keys {keys:?}: {diff:#?}");
 }

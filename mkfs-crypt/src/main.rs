@@ -5,11 +5,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, parse_size, OutputArgs};
-use libimage::build::Reproducible;
-use libimage::create::{create_image, CreateOptions, Source};
-use libimage::image::{Access, Image};
-use libimage::keyfile::{generate_key_file, load_key};
-use libimage::lifecycle::{self, RekeyOptions, UpdateOptions};
+use libimage::engine::image::{Access, Image};
+use libimage::engine::keyfile::{generate_key_file, load_key};
+use libimage::ops::build::Reproducible;
+use libimage::ops::create::{create_image, CreateOptions, Source};
+use libimage::ops::lifecycle::{self, RekeyOptions, UpdateOptions};
 
 #[derive(Parser)]
 #[command(name = "mkfs-crypt", version, about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
@@ -199,7 +199,7 @@ fn commit_time() -> anyhow::Result<i64> {
             .trim()
             .parse::<i64>()
             .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
-        Err(_) => Ok(libimage::create::now(Reproducible::default())),
+        Err(_) => Ok(libimage::ops::create::now(Reproducible::default())),
     }
 }
 

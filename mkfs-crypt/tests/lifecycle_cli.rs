@@ -9,8 +9,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use libimage::image::{Access, Image};
-use libimage::keyfile::load_key;
+use libimage::engine::image::{Access, Image};
+use libimage::engine::keyfile::load_key;
 
 fn mkfs(args: &[&str], env: Option<(&str, &str)>) -> Output {
     let mut c = Command::new(env!("CARGO_BIN_EXE_mkfs-crypt"));
@@ -257,11 +257,13 @@ fn vendor_user_story_through_the_binary() {
     let j = info_json(&img);
     assert_eq!(snap(&j, "user")["keys_needed"], serde_json::json!([b]));
     let i = Image::open(&img, Access::ReadOnly).unwrap();
-    let kb = libimage::image::Keyring::new(vec![load_key(&p("B")).unwrap()]);
-    let r = libimage::read::TreeReader::new(&i, i.snapshot(Some("user")).unwrap(), &kb);
+    let kb = libimage::engine::image::Keyring::new(vec![load_key(&p("B")).unwrap()]);
+    let r = libimage::ops::read::TreeReader::new(&i, i.snapshot(Some("user")).unwrap(), &kb);
     assert!(r.lookup(b"blob").is_err());
     let ino = r.inode(r.lookup(b"etc/new.conf").unwrap()).unwrap();
-    let libimage::inode::Body::File { map } = &ino.body else { panic!() };
+    let libimage::format::inode::Body::File { map } = &ino.body else {
+        panic!()
+    };
     assert!(map.iter().all(|m| i.extent(m.extent).unwrap().ctx.key.to_string() == b));
     drop(i);
     extract(&img, "user", &[&p("B")], &p("x7")).unwrap();

@@ -1,0 +1,406 @@
+//! `backup-crypt create`: stream one snapshot out of an image as a pax
+//! archive, without a key. The image is only read.
+//!
+//! Memory stays bounded whatever the image size: one data chunk, the current
+//! member's headers, the directory stack, the first path of each
+//! hard-linked inode, and which extent blocks were already stored.
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use super::base::BaseIndex;
+use super::format::*;
+use super::pax::{octal_max, push_record, PaxWriter, Ustar};
+use super::scan::CHUNK;
+use super::segments::Coverage;
+use crate::engine::image::{Access, Image};
+use crate::error::{CorruptKind, Error, Result};
+use crate::format::inode::{Body, Inode, S_IFBLK, S_IFCHR, S_IFIFO, S_IFMT, S_IFSOCK};
+use crate::progress::Progress;
+use crate::BLOCK_SIZE;
+use fscrypt::context::EXTENT_CTX_LEN;
+use fscrypt::nokey_name;
+
+/// Options of `create`.
+#[derive(Clone, Debug, Default)]
+pub struct BackupOptions {
+    /// Snapshot to back up (default: the only one, or `main`).
+    pub snapshot: Option<String>,
+    /// Make an incremental backup relative to this earlier backup.
+    pub since: Option<PathBuf>,
+}
+
+/// What `create` wrote.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct BackupReport {
+    pub backup_id: String,
+    pub base_backup_id: Option<String>,
+    pub snapshot: String,
+    /// Tree members (root included).
+    pub members: u64,
+    pub files: u64,
+    pub hardlinks: u64,
+    /// Extent items whose blocks were stored.
+    pub stored_items: u64,
+    /// Items referring to blocks stored earlier in this archive.
+    pub shared_items: u64,
+    /// Items referring to blocks in the base backup.
+    pub base_items: u64,
+    /// Ciphertext bytes stored.
+    pub stored_bytes: u64,
+    pub archive_bytes: u64,
+}
+
+struct Ctx<'a, W: Write> {
+    img: &'a Image,
+    w: PaxWriter<W>,
+    base: Option<BaseIndex>,
+    /// Blocks stored so far in this archive, per extent context.
+    stored: HashMap<[u8; EXTENT_CTX_LEN], (ExtentKey, Coverage)>,
+    first_path: HashMap<u64, String>,
+    buf: Vec<u8>,
+    report: BackupReport,
+    progress: &'a dyn Progress,
+}
+
+/// Backs up a snapshot of `image` to `out`.
+pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, progress: &dyn Progress) -> Result<BackupReport> {
+    let img = Image::open(image, Access::ReadOnly)?;
+    let snap = img.snapshot(opts.snapshot.as_deref())?;
+    let base = match &opts.since {
+        Some(p) => Some(BaseIndex::load(std::slice::from_ref(p))?),
+        None => None,
+    };
+    let base_id = base.as_ref().and_then(|b| b.manifests.first()).map(|m| m.backup_id.clone());
+    let manifest = Manifest {
+        format: FORMAT_NAME.into(),
+        version: FORMAT_VERSION,
+        backup_id: new_backup_id()?,
+        base_backup_id: base_id.clone(),
+        created: crate::ops::create::now(Default::default()),
+        image_uuid: hex::encode(img.superblock().uuid),
+        snapshot: snap.name.clone(),
+        snapshot_created: snap.created,
+        policy: snap.policy.to_string(),
+        keys_needed: img.keys_needed(snap).iter().map(|k| k.to_string()).collect(),
+        block_size: BLOCK_SIZE as u32,
+    };
+    let mut c = Ctx {
+        img: &img,
+        w: PaxWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
+        base,
+        stored: HashMap::new(),
+        first_path: HashMap::new(),
+        buf: Vec::new(),
+        report: BackupReport {
+            backup_id: manifest.backup_id.clone(),
+            base_backup_id: base_id,
+            snapshot: snap.name.clone(),
+            ..Default::default()
+        },
+        progress,
+    };
+    progress.start("backup", None);
+    // The manifest.
+    let json = manifest.to_json();
+    let mut recs = Vec::new();
+    push_record(&mut recs, K_PATH.as_bytes(), MANIFEST_NAME.as_bytes());
+    push_record(&mut recs, K_MTIME.as_bytes(), format!("{}", manifest.created).as_bytes());
+    let h = Ustar {
+        name: MANIFEST_NAME.as_bytes().to_vec(),
+        mode: 0o100644,
+        size: json.len() as u64,
+        mtime: manifest.created,
+        typeflag: b'0',
+        ..Default::default()
+    };
+    let jc = crc32c::crc32c(&json);
+    c.w.begin(&h, recs, jc)?;
+    c.w.data(&json, jc)?;
+    c.w.end_data()?;
+
+    // The tree: each directory's entries are written when it is reached, so
+    // parents always come before children.
+    let root = snap.inodes.get(&snap.root).ok_or_else(|| {
+        Error::corrupt(
+            CorruptKind::Dangling {
+                what: "inode",
+                id: snap.root,
+            },
+            "snapshot root",
+            None,
+        )
+    })?;
+    c.member("./".to_string(), root, &[])?;
+    let mut stack: Vec<(String, u64)> = vec![("./".to_string(), snap.root)];
+    while let Some((dpath, dino)) = stack.pop() {
+        let Some(Inode {
+            body: Body::Dir { entries, .. },
+            ..
+        }) = snap.inodes.get(&dino)
+        else {
+            continue;
+        };
+        for e in entries {
+            let child = snap
+                .inodes
+                .get(&e.ino)
+                .ok_or_else(|| Error::corrupt(CorruptKind::Dangling { what: "inode", id: e.ino }, "directory entry", None))?;
+            let comp = nokey_name(&e.name);
+            if comp.is_empty() || comp == "." || comp == ".." || comp.contains('/') || comp.contains('\0') {
+                return Err(Error::Invalid(format!("no-key name {comp:?} cannot be an archive path component")));
+            }
+            let mut path = format!("{dpath}{comp}");
+            if child.is_dir() {
+                path.push('/');
+                stack.push((path.clone(), e.ino));
+            }
+            c.member(path, child, &e.name)?;
+        }
+    }
+
+    // The trailer.
+    let mut recs = Vec::new();
+    push_record(&mut recs, K_PATH.as_bytes(), TRAILER_NAME.as_bytes());
+    push_record(&mut recs, K_MEMBERS.as_bytes(), c.report.members.to_string().as_bytes());
+    push_record(&mut recs, K_ARCHIVE_CRC.as_bytes(), format!("{:08x}", c.w.crc).as_bytes());
+    let h = Ustar {
+        name: TRAILER_NAME.as_bytes().to_vec(),
+        mode: 0o100644,
+        mtime: manifest.created,
+        typeflag: b'0',
+        ..Default::default()
+    };
+    c.w.begin(&h, recs, 0)?;
+    c.w.end_data()?;
+    let archive_bytes = c.w.pos + 2 * 512;
+    c.w.finish()?;
+    progress.finish();
+    c.report.archive_bytes = archive_bytes;
+    Ok(c.report)
+}
+
+fn truncated(s: &[u8]) -> Vec<u8> {
+    s[..s.len().min(100)].to_vec()
+}
+
+impl<W: Write> Ctx<'_, W> {
+    fn member(&mut self, path: String, ino: &Inode, name_ct: &[u8]) -> Result<()> {
+        let mut recs = Vec::new();
+        let mut h = Ustar {
+            name: truncated(path.as_bytes()),
+            mode: ino.mode,
+            uid: u64::from(ino.uid),
+            gid: u64::from(ino.gid),
+            mtime: ino.mtime.sec.clamp(0, octal_max(12) as i64),
+            ..Default::default()
+        };
+        let (major, minor) = dev_split(ino.rdev);
+        h.devmajor = major;
+        h.devminor = minor;
+        push_record(&mut recs, K_PATH.as_bytes(), path.as_bytes());
+
+        // Hard links: the second and later names of a non-directory.
+        if ino.nlink > 1 && !ino.is_dir() {
+            if let Some(first) = self.first_path.get(&ino.ino) {
+                h.typeflag = b'1';
+                h.linkname = truncated(first.as_bytes());
+                push_record(&mut recs, K_LINKPATH.as_bytes(), first.as_bytes());
+                self.common(&mut recs, &h, ino, name_ct)?;
+                self.w.begin(&h, recs, 0)?;
+                self.w.end_data()?;
+                self.report.members += 1;
+                self.report.hardlinks += 1;
+                return Ok(());
+            }
+            self.first_path.insert(ino.ino, path.clone());
+        }
+
+        let mut items = Vec::new();
+        match &ino.body {
+            Body::Dir { ctx, .. } => {
+                h.typeflag = b'5';
+                self.common(&mut recs, &h, ino, name_ct)?;
+                push_record(&mut recs, K_POLICY.as_bytes(), hex::encode(ctx.to_bytes()).as_bytes());
+            }
+            Body::Symlink { ctx, blob } => {
+                h.typeflag = b'2';
+                let ct = crate::format::inode::symlink_ciphertext(blob)
+                    .ok_or_else(|| Error::corrupt(CorruptKind::Other("malformed symlink blob"), format!("inode {}", ino.ino), None))?;
+                let target = b64(ct);
+                h.linkname = truncated(target.as_bytes());
+                push_record(&mut recs, K_LINKPATH.as_bytes(), target.as_bytes());
+                self.common(&mut recs, &h, ino, name_ct)?;
+                push_record(&mut recs, K_POLICY.as_bytes(), hex::encode(ctx.to_bytes()).as_bytes());
+                push_record(&mut recs, K_SYMLINK.as_bytes(), hex::encode(blob).as_bytes());
+                push_record(&mut recs, K_SIZE.as_bytes(), ino.size.to_string().as_bytes());
+            }
+            Body::File { map } => {
+                h.typeflag = b'0';
+                for m in map {
+                    let e = self.img.extent(m.extent)?;
+                    let key = ExtentKey {
+                        ctx: e.ctx.to_bytes(),
+                        crc: e.crc,
+                        blocks: e.blocks,
+                    };
+                    let in_base = self.base.as_ref().is_some_and(|b| b.knows(&key, m.offset, m.blocks));
+                    let entry = self.stored.entry(key.ctx).or_insert_with(|| (key, Coverage::default()));
+                    let here = entry.0 == key && entry.1.covers(m.offset, m.blocks);
+                    let stored = !in_base && !here;
+                    if stored && entry.0 == key {
+                        entry.1.add(m.offset, m.blocks);
+                    }
+                    if in_base {
+                        self.report.base_items += 1;
+                    } else if here {
+                        self.report.shared_items += 1;
+                    } else {
+                        self.report.stored_items += 1;
+                    }
+                    items.push((
+                        Item {
+                            lblk: m.lblk,
+                            count: m.blocks,
+                            off: m.offset,
+                            ext: key,
+                            stored,
+                        },
+                        e.start,
+                    ));
+                }
+                h.size = items
+                    .iter()
+                    .filter(|(i, _)| i.stored)
+                    .map(|(i, _)| u64::from(i.count) * BLOCK_SIZE as u64)
+                    .sum();
+                if h.size > octal_max(12) {
+                    push_record(&mut recs, K_SIZE_STD.as_bytes(), h.size.to_string().as_bytes());
+                }
+                self.common(&mut recs, &h, ino, name_ct)?;
+                push_record(&mut recs, K_SIZE.as_bytes(), ino.size.to_string().as_bytes());
+                if !items.is_empty() {
+                    let list: Vec<Item> = items.iter().map(|(i, _)| *i).collect();
+                    let (ext, info) = encode_items(&list);
+                    push_record(&mut recs, K_EXTENTS.as_bytes(), ext.as_bytes());
+                    push_record(&mut recs, K_EXTINFO.as_bytes(), info.as_bytes());
+                }
+                self.report.files += 1;
+            }
+            Body::Special => {
+                h.typeflag = match ino.mode & S_IFMT {
+                    S_IFCHR => b'3',
+                    S_IFBLK => b'4',
+                    S_IFIFO => b'6',
+                    S_IFSOCK => b'0',
+                    _ => {
+                        return Err(Error::corrupt(
+                            CorruptKind::Other("special inode of unknown type"),
+                            format!("inode {}", ino.ino),
+                            None,
+                        ))
+                    }
+                };
+                self.common(&mut recs, &h, ino, name_ct)?;
+            }
+        }
+
+        // crc32c of the data: whole extents' crcs are known; partial ones are read.
+        let mut crc = 0u32;
+        let mut expect = Vec::with_capacity(items.len());
+        for (it, start) in items.iter().filter(|(i, _)| i.stored) {
+            let len = it.count as usize * BLOCK_SIZE;
+            let c = if it.off == 0 && it.count == it.ext.blocks {
+                it.ext.crc
+            } else {
+                self.crc_of(*start + u64::from(it.off), it.count)?
+            };
+            expect.push(c);
+            crc = crc32c::crc32c_combine(crc, c, len);
+        }
+        self.w.begin(&h, recs, crc)?;
+        for ((it, start), want) in items.iter().filter(|(i, _)| i.stored).zip(expect) {
+            let mut got = 0u32;
+            let mut done = 0u32;
+            while done < it.count {
+                let n = (it.count - done).min((CHUNK / BLOCK_SIZE) as u32);
+                self.read(*start + u64::from(it.off + done), n)?;
+                let c = crc32c::crc32c(&self.buf);
+                got = crc32c::crc32c_combine(got, c, self.buf.len());
+                self.w.data(&self.buf, c)?;
+                self.progress.advance(0, self.buf.len() as u64);
+                done += n;
+            }
+            if got != want {
+                return Err(Error::corrupt(
+                    CorruptKind::BadChecksum {
+                        stored: want,
+                        computed: got,
+                    },
+                    format!("image extent data at block {start} (backing up {path}); run fsck-crypt check --data"),
+                    Some(start * BLOCK_SIZE as u64),
+                ));
+            }
+            self.report.stored_bytes += u64::from(it.count) * BLOCK_SIZE as u64;
+        }
+        self.w.end_data()?;
+        self.report.members += 1;
+        self.progress.advance(1, 0);
+        Ok(())
+    }
+
+    /// Records shared by every member type, in their fixed order.
+    fn common(&self, recs: &mut Vec<u8>, h: &Ustar, ino: &Inode, name_ct: &[u8]) -> Result<()> {
+        if h.uid > octal_max(8) {
+            push_record(recs, K_UID.as_bytes(), h.uid.to_string().as_bytes());
+        }
+        if h.gid > octal_max(8) {
+            push_record(recs, K_GID.as_bytes(), h.gid.to_string().as_bytes());
+        }
+        push_record(recs, K_MTIME.as_bytes(), encode_time(ino.mtime).as_bytes());
+        push_record(recs, K_ATIME.as_bytes(), encode_time(ino.atime).as_bytes());
+        push_record(recs, K_CTIME.as_bytes(), encode_time(ino.ctime).as_bytes());
+        if h.devmajor > octal_max(8) || h.devminor > octal_max(8) {
+            push_record(recs, K_DEVMAJOR.as_bytes(), h.devmajor.to_string().as_bytes());
+            push_record(recs, K_DEVMINOR.as_bytes(), h.devminor.to_string().as_bytes());
+        }
+        for (n, v) in &ino.xattrs {
+            if n.is_empty() || n.contains(&b'=') || n.contains(&0) {
+                return Err(Error::Invalid(format!(
+                    "inode {}: xattr name {:?} cannot be stored as a pax keyword (contains '=' or NUL)",
+                    ino.ino,
+                    n.escape_ascii().to_string()
+                )));
+            }
+            let mut k = K_XATTR.as_bytes().to_vec();
+            k.extend_from_slice(n);
+            push_record(recs, &k, v);
+        }
+        if !name_ct.is_empty() {
+            push_record(recs, K_NAME.as_bytes(), b64(name_ct).as_bytes());
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, block: u64, count: u32) -> Result<()> {
+        self.buf.resize(count as usize * BLOCK_SIZE, 0);
+        let img = self.img;
+        img.file()
+            .read_exact_at(&mut self.buf, block * BLOCK_SIZE as u64)
+            .map_err(|e| Error::io(format!("reading image blocks {block}..{}", block + u64::from(count)), e))
+    }
+
+    fn crc_of(&mut self, start: u64, count: u32) -> Result<u32> {
+        let mut crc = 0u32;
+        let mut done = 0u32;
+        while done < count {
+            let n = (count - done).min((CHUNK / BLOCK_SIZE) as u32);
+            self.read(start + u64::from(done), n)?;
+            crc = crc32c::crc32c_combine(crc, crc32c::crc32c(&self.buf), self.buf.len());
+            done += n;
+        }
+        Ok(crc)
+    }
+}
