@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 use libimage::engine::image::{Access, Image};
-use libimage::ops::backup::testutil::{canon_snapshot, synth_image};
+use testkit::backup::{canon_snapshot, synth_image};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
@@ -48,14 +48,11 @@ fn canon(img: &Path, snap: &str) -> Vec<String> {
 /// bsdtar (libarchive) lists the archive too; `.ci/run` installs it.
 #[test]
 fn bsdtar_lists_the_archive() {
+    if !testkit::require_tool("bsdtar") {
+        return;
+    }
     let (_t, _img, tar) = setup(1);
-    let o = match Command::new("bsdtar").args(["-tvf", s(&tar)]).output() {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("bsdtar not installed ({e}); skipped");
-            return;
-        }
-    };
+    let o = Command::new("bsdtar").args(["-tvf", s(&tar)]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let listing = String::from_utf8_lossy(&o.stdout);
     let v = ok(&["verify", s(&tar), "--json"]);
@@ -116,8 +113,7 @@ print(json.dumps(out))
 
 #[test]
 fn python_tarfile_reads_every_member_and_record() {
-    if Command::new("python3").arg("--version").output().is_err() {
-        eprintln!("python3 not found; skipping");
+    if !testkit::require_tool("python3") {
         return;
     }
     let (t, _img, tar) = setup(2);

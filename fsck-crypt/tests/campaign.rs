@@ -26,8 +26,8 @@ use cap::Cap;
 use libimage::engine::image::{load_metadata, newest, read_slots, Keyring};
 use libimage::ops::check::{check, CheckOptions, Report};
 use libimage::progress::Quiet;
-use libimage::testkit::TestRng;
 use libimage::BLOCK_SIZE;
+use testkit::TestRng;
 
 #[global_allocator]
 static ALLOC: Cap<System> = Cap::new(System, usize::MAX);

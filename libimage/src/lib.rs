@@ -21,8 +21,6 @@ pub mod format;
 pub mod ops;
 pub mod progress;
 mod sys;
-#[doc(hidden)]
-pub mod testkit;
 pub mod tree;
 
 pub use error::{Error, Result};

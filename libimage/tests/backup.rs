@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 
 use libimage::engine::image::{Access, Image};
 use libimage::ops::backup::scan::{scan, Sink};
-use libimage::ops::backup::testutil::{canon_snapshot, synth_image};
 use libimage::ops::backup::{create_backup, restore_backup, verify_backup, BackupOptions, RestoreOptions};
 use libimage::progress::Quiet;
+use testkit::backup::{canon_snapshot, synth_image};
 
 fn backup(img: &Path, snapshot: Option<&str>, since: Option<&Path>) -> (Vec<u8>, libimage::ops::backup::BackupReport) {
     let mut out = Vec::new();
@@ -353,7 +353,7 @@ fn hostile_corpus_is_refused_with_the_expected_error() {
 fn hostile_corpus_matches_its_generator() {
     let dir = corpus_dir();
     let mut tsv = String::new();
-    for (name, expect, bytes) in libimage::ops::backup::hostile::cases() {
+    for (name, expect, bytes) in testkit::backup::hostile::cases() {
         let on_disk = std::fs::read(dir.join(name)).unwrap_or_default();
         assert!(
             on_disk == bytes,
@@ -378,7 +378,7 @@ fn key(seed: u8) -> fscrypt::MasterKey {
 fn keyless_round_trip_of_a_real_image_extracts_with_the_key() {
     use libimage::engine::image::Keyring;
     use libimage::ops::create::{create_image, CreateOptions, Source};
-    use libimage::testkit::{make_tricky_tree, tree_diff};
+    use testkit::{make_tricky_tree, tree_diff};
     let t = tempfile::tempdir().unwrap();
     let src = t.path().join("src");
     std::fs::create_dir(&src).unwrap();

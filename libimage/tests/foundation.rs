@@ -10,8 +10,8 @@ use libimage::engine::image::{Access, Image, Keyring};
 use libimage::ops::build::Reproducible;
 use libimage::ops::create::{create_image, CreateOptions, Source};
 use libimage::progress::Quiet;
-use libimage::testkit::{is_sparse, make_tricky_tree, tree_diff};
 use libimage::Error;
+use testkit::{is_sparse, make_tricky_tree, tree_diff};
 
 fn key(seed: u8) -> MasterKey {
     let raw: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(7).wrapping_add(seed)).collect();

@@ -783,7 +783,7 @@ fn extract_exact(img: &Path, snap: &str, keys: &[u8], dest: &Path, want: &Path) 
     let i = Image::open(img, Access::ReadOnly).unwrap();
     let as_root = libimage::tree::write::running_as_root();
     libimage::ops::read::extract(&i, Some(snap), &ring(keys), dest, as_root, &Quiet).unwrap();
-    let diff = libimage::testkit::tree_diff(want, dest);
+    let diff = testkit::tree_diff(want, dest);
     assert!(diff.is_empty(), "{snap} with keys {keys:?}: {diff:#?}");
 }
 
@@ -792,7 +792,7 @@ fn extract_exact(img: &Path, snap: &str, keys: &[u8], dest: &Path, want: &Path) 
 /// --delete-missing` makes the snapshot equal to the new tree.
 #[test]
 fn tricky_tree_through_the_lifecycle() {
-    use libimage::testkit::{make_tricky_tree, stamp_times};
+    use testkit::{make_tricky_tree, stamp_times};
     let d = tempfile::tempdir().unwrap();
     let p = |s: &str| d.path().join(s);
     fs::create_dir(p("src")).unwrap();
@@ -811,7 +811,7 @@ fn tricky_tree_through_the_lifecycle() {
     fs::create_dir(p("src2")).unwrap();
     make_tricky_tree(&p("src2")).unwrap();
     let s2 = p("src2");
-    fs::remove_file(s2.join(libimage::testkit::HARD_LINK_NAMES[1])).unwrap();
+    fs::remove_file(s2.join(testkit::HARD_LINK_NAMES[1])).unwrap();
     fs::remove_dir_all(s2.join("deep")).unwrap();
     fs::remove_file(s2.join("sizes/f4097")).unwrap();
     fs::write(s2.join("sizes/one"), b"changed").unwrap();

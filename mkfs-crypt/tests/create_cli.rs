@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
 fn bin(name: &str) -> PathBuf {
-    libimage::testkit::sibling_bin(env!("CARGO_BIN_EXE_mkfs-crypt"), name)
+    match name {
+        "mkfs-crypt" => PathBuf::from(env!("CARGO_BIN_EXE_mkfs-crypt")),
+        _ => testkit::workspace_bin(name),
+    }
 }
 
 fn run(name: &str, args: &[&str], stdin: Option<&[u8]>) -> Output {

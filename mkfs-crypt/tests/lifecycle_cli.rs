@@ -2,8 +2,8 @@
 //! snapshot, rekey, rekey --reencrypt, update, delete, checked with
 //! `fsck-crypt info --json` and `fsck-crypt extract`; refusals with exit codes
 //! and unchanged bytes; fault injection through CRYPTIMG_FAIL_AFTER_WRITES.
-//! (The sibling fsck-crypt binary is used as `create_cli.rs` does: build the
-//! workspace first.)
+//! (The fsck-crypt binary is found next to this test by
+//! `testkit::workspace_bin`: `cargo test --workspace` builds it.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -46,7 +46,7 @@ fn fails(args: &[&str], code: i32) -> String {
 }
 
 fn fsck_bin() -> PathBuf {
-    libimage::testkit::sibling_bin(env!("CARGO_BIN_EXE_mkfs-crypt"), "fsck-crypt")
+    testkit::workspace_bin("fsck-crypt")
 }
 
 fn fsck(args: &[&str]) -> Output {
@@ -97,7 +97,7 @@ fn extract(img: &Path, name: &str, keys: &[&Path], dest: &Path) -> Result<(), St
 
 /// The tree extracted to `dest` equals `want` in names, types and contents.
 fn same_tree(want: &Path, dest: &Path) {
-    let diff: Vec<String> = libimage::testkit::tree_diff(want, dest)
+    let diff: Vec<String> = testkit::tree_diff(want, dest)
         .into_iter()
         .filter(|d| !d.contains("owner differs") && !d.contains("mtime differs"))
         .collect();

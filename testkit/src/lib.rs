@@ -5,6 +5,8 @@
 //!   deterministic PRNG;
 //! - [`tools`]: skipping (or, under `CI=true`, failing) when a tool or
 //!   facility is missing, and finding the workspace binaries;
+//! - `backup` (feature `backup`): backup images and archives built from
+//!   ciphertext, and the hostile-archive corpus;
 //! - [`kernel`]: the kernel harness: capability detection, loop mounts,
 //!   the fscrypt ioctls, e2fsck/mkfs/debugfs helpers (docs/TESTING.md,
 //!   "Kernel oracle").
@@ -13,6 +15,8 @@
 
 #![deny(unsafe_code)]
 
+#[cfg(feature = "backup")]
+pub mod backup;
 pub mod kernel;
 mod sys;
 pub mod tools;

@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn fast_path_never_accepts_what_from_bytes_refuses() {
         let stream = sample(300).to_bytes();
-        let mut rng = crate::testkit::TestRng::new(77);
+        let mut rng = testkit::TestRng::new(77);
         for _ in 0..3000 {
             let mut s = stream.clone();
             let k = 1 + rng.next_u64() % 3;

@@ -25,6 +25,8 @@ use crate::error::Result;
 
 pub mod tar;
 #[cfg(test)]
+mod test_sink;
+#[cfg(test)]
 mod tests;
 pub mod walk;
 pub mod write;
@@ -86,7 +88,7 @@ pub trait EntrySink {
 }
 
 // ---------------------------------------------------------------------------
-// Small shared helpers (also used by `write` and `testkit`).
+// Small shared helpers (also used by `write`).
 
 /// Joins name components below `root`.
 pub(crate) fn join_components(root: &Path, path: &[Vec<u8>]) -> PathBuf {

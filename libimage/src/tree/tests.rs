@@ -2,13 +2,14 @@ use super::tar::*;
 use super::walk::*;
 use super::*;
 use crate::error::{CorruptKind, Error, Result};
-use crate::testkit::{is_sparse, make_tricky_tree, stamp_times, tree_diff, CopySink, TestRng, HARD_LINK_NAMES, SPARSE_NAME};
+use crate::tree::test_sink::CopySink;
 use crate::tree::write::TreeWriter;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
+use testkit::{is_sparse, make_tricky_tree, stamp_times, tree_diff, TestRng, HARD_LINK_NAMES, SPARSE_NAME};
 
 fn comps(p: &str) -> Vec<Vec<u8>> {
     p.split('/').map(|c| c.as_bytes().to_vec()).collect()

@@ -252,10 +252,11 @@ impl TreeWriter {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::testkit::{is_sparse, make_tricky_tree, tree_diff, CopySink, SPARSE_NAME};
+    use crate::tree::test_sink::CopySink;
     use crate::tree::walk_dir;
     use crate::tree::Timespec;
     use std::os::unix::fs::{FileExt, FileTypeExt, MetadataExt};
+    use testkit::{is_sparse, make_tricky_tree, tree_diff, SPARSE_NAME};
 
     fn meta(mode: u32) -> Meta {
         Meta {

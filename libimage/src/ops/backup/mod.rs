@@ -17,14 +17,10 @@
 pub mod base;
 pub mod create;
 pub mod format;
-#[doc(hidden)]
-pub mod hostile;
 pub mod pax;
 pub mod restore;
 pub mod scan;
 pub mod segments;
-#[doc(hidden)]
-pub mod testutil;
 pub mod verify;
 
 pub use create::{create_backup, BackupOptions, BackupReport};

@@ -1,19 +1,24 @@
-//! Test support (hidden): images built directly from ciphertext, without any
-//! key, covering every shape the backup format must carry; and a canonical
-//! form of a snapshot to compare an original with its restored copy.
+//! Backup test support (feature `backup`): images built directly from
+//! ciphertext, without any key, covering every shape the backup format must
+//! carry; a canonical form of a snapshot to compare an original with its
+//! restored copy; hand-made archives and the hostile corpus ([`hostile`]).
+//! Used by libimage's and backup-crypt's integration tests and by
+//! `libimage/examples/mkhostile.rs`.
+
+pub mod hostile;
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 
-use crate::engine::image::{Access, Image};
-use crate::error::Result;
-use crate::format::inode::*;
-use crate::format::snapshot::Snapshot;
-use crate::testkit::TestRng;
-use crate::tree::Timespec;
-use crate::BLOCK_SIZE;
+use crate::TestRng;
 use fscrypt::context::{ExtentContext, PolicyContext};
 use fscrypt::{KeyId, Nonce};
+use libimage::engine::image::{Access, Image};
+use libimage::format::inode::*;
+use libimage::format::snapshot::Snapshot;
+use libimage::ops::backup::{format, pax};
+use libimage::tree::Timespec;
+use libimage::{Result, BLOCK_SIZE};
 
 /// The key id used by [`synth_image`].
 pub const KEY: KeyId = KeyId([0x4b; 16]);
@@ -112,7 +117,7 @@ pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
         .write(true)
         .create_new(true)
         .open(path)
-        .map_err(|e| crate::Error::io("creating test image", e))?;
+        .map_err(|e| libimage::Error::io("creating test image", e))?;
     let mut rng = TestRng::new(seed);
     let mut img = Image::create(f, path, rng.arr16(), 0)?;
     img.commit(1)?;
@@ -335,7 +340,7 @@ pub fn canon_snapshot(img: &Image, name: &str) -> Result<Vec<String>> {
 /// correct checksum record and the trailer correct counts, so that exactly
 /// the intended defect is what a reader meets.
 pub struct ArchiveMaker {
-    w: super::pax::PaxWriter<Vec<u8>>,
+    w: pax::PaxWriter<Vec<u8>>,
     /// Tree members written so far.
     pub members: u64,
     pub rng: TestRng,
@@ -348,12 +353,12 @@ impl ArchiveMaker {
     /// Starts an archive with a manifest (`version` normally 1).
     pub fn new(seed: u64, version: u32) -> ArchiveMaker {
         let mut m = ArchiveMaker {
-            w: super::pax::PaxWriter::new(Vec::new()),
+            w: pax::PaxWriter::new(Vec::new()),
             members: 0,
             rng: TestRng::new(seed),
         };
-        let man = super::format::Manifest {
-            format: super::format::FORMAT_NAME.into(),
+        let man = format::Manifest {
+            format: format::FORMAT_NAME.into(),
             version,
             backup_id: hex::encode(m.rng.arr16()),
             base_backup_id: None,
@@ -365,18 +370,18 @@ impl ArchiveMaker {
             keys_needed: vec![KEY.to_string()],
             block_size: 4096,
         };
-        m.raw(super::format::MANIFEST_NAME, b'0', 0o100644, vec![], &man.to_json());
+        m.raw(format::MANIFEST_NAME, b'0', 0o100644, vec![], &man.to_json());
         m
     }
 
     /// Writes one member with the given records (a `path` record first) and data.
     pub fn raw(&mut self, path: &str, typeflag: u8, mode: u32, recs: Recs, data: &[u8]) {
         let mut b = Vec::new();
-        super::pax::push_record(&mut b, b"path", path.as_bytes());
+        pax::push_record(&mut b, b"path", path.as_bytes());
         for (k, v) in &recs {
-            super::pax::push_record(&mut b, k.as_bytes(), v);
+            pax::push_record(&mut b, k.as_bytes(), v);
         }
-        let h = super::pax::Ustar {
+        let h = pax::Ustar {
             name: path.as_bytes()[..path.len().min(100)].to_vec(),
             mode,
             size: data.len() as u64,
@@ -434,7 +439,7 @@ impl ArchiveMaker {
             &path,
             b'5',
             S_IFDIR | 0o755,
-            vec![("CRYPTIMG.name".into(), super::format::b64(&ct).into_bytes()), p],
+            vec![("CRYPTIMG.name".into(), format::b64(&ct).into_bytes()), p],
             &[],
         );
         path
@@ -453,21 +458,21 @@ impl ArchiveMaker {
     pub fn file_recs(&mut self, ct: &[u8], size: u64, blocks: u32) -> (Recs, Vec<u8>) {
         let data = self.rng.bytes(blocks as usize * BLOCK_SIZE);
         let ctx = ExtentContext::new(KEY, Nonce(self.rng.arr16()));
-        let item = super::format::Item {
+        let item = format::Item {
             lblk: 0,
             count: blocks,
             off: 0,
-            ext: super::format::ExtentKey {
+            ext: format::ExtentKey {
                 ctx: ctx.to_bytes(),
                 crc: crc32c::crc32c(&data),
                 blocks,
             },
             stored: true,
         };
-        let (e, i) = super::format::encode_items(&[item]);
+        let (e, i) = format::encode_items(&[item]);
         (
             vec![
-                ("CRYPTIMG.name".into(), super::format::b64(ct).into_bytes()),
+                ("CRYPTIMG.name".into(), format::b64(ct).into_bytes()),
                 ("CRYPTIMG.size".into(), size.to_string().into_bytes()),
                 ("CRYPTIMG.extents".into(), e.into_bytes()),
                 ("CRYPTIMG.extinfo".into(), i.into_bytes()),
@@ -483,7 +488,7 @@ impl ArchiveMaker {
             ("CRYPTIMG.members".to_string(), self.members.to_string().into_bytes()),
             ("CRYPTIMG.archive_crc32c".to_string(), format!("{crc:08x}").into_bytes()),
         ];
-        self.raw(super::format::TRAILER_NAME, b'0', 0o100644, recs, &[]);
+        self.raw(format::TRAILER_NAME, b'0', 0o100644, recs, &[]);
         self.w.finish().unwrap_or_default()
     }
 

@@ -4,10 +4,10 @@
 //! Written by `libimage/examples/mkhostile.rs`; a test checks the committed
 //! files are exactly what this generates.
 
-use super::format::b64;
-use super::pax::{push_record, Ustar};
-use super::testutil::{ArchiveMaker, Recs};
-use crate::format::inode::{S_IFDIR, S_IFLNK, S_IFREG};
+use super::{ArchiveMaker, Recs};
+use libimage::format::inode::{S_IFDIR, S_IFLNK, S_IFREG};
+use libimage::ops::backup::format::b64;
+use libimage::ops::backup::pax::{push_record, Ustar};
 
 fn name_rec(ct: &[u8]) -> (String, Vec<u8>) {
     ("CRYPTIMG.name".into(), b64(ct).into_bytes())
