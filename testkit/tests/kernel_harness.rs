@@ -43,7 +43,8 @@ fn loop_mount_is_undone_on_panic() {
 
 #[test]
 fn read_only_mount_refuses_writes_and_unmount_reports_ok() {
-    testkit::require_kernel!();
+    // The same macro, by its module path.
+    testkit::kernel::require!();
     let tmp = tempfile::tempdir().unwrap();
     let img = tmp.path().join("fs.img");
     kernel::mkfs_ext4_encrypt(&img, 16 << 20).unwrap();
