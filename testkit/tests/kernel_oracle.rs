@@ -254,3 +254,78 @@ fn kernel_ciphertext_decrypts_with_the_fscrypt_crate() {
     assert!(in_sub.iter().any(|(r, _)| r.len() == 149 + 32), "the 255-byte name is abbreviated");
     m.unmount().unwrap();
 }
+
+/// The first 8 bytes of a no-key name are the entry's htree hash: in an
+/// indexed encrypted directory (300 names: several leaf blocks), every
+/// entry's no-key hash lies in the hash range its dx_root entry gives the
+/// leaf block holding it (Documentation/filesystems/ext4/directory.rst,
+/// "Hash Tree Directories": `dx_root` = fake "." and ".." entries, then
+/// `dx_root_info` at 0x18, `limit`/`count`/block at 0x20, then `{hash, block}`
+/// pairs; leaf `i` holds hashes from `hash_i` up to `hash_{i+1}`).
+#[test]
+fn nokey_name_hash_is_the_htree_hash_of_the_ciphertext() {
+    testkit::require_kernel!();
+    let tmp = tempfile::tempdir().unwrap();
+    let img = tmp.path().join("fs.img");
+    kernel::mkfs_ext4_encrypt(&img, 32 << 20).unwrap();
+    let raw_key = [0x3cu8; 64];
+    let mut m = LoopMount::new(&img, false).unwrap();
+    let id = m.add_key(&raw_key).unwrap();
+    let dir = m.join("big");
+    fs::create_dir(&dir).unwrap();
+    kernel::set_policy(&dir, &id).unwrap();
+    for i in 0..300 {
+        fs::write(dir.join(format!("entry-{i:04}")), b"").unwrap();
+    }
+    let dir_ino = ino(&dir);
+    m.unmount().unwrap();
+
+    // The index, read from the image.
+    let blocks = kernel::inode_blocks(&img, dir_ino).unwrap();
+    let root = kernel::read_block(&img, blocks[0]).unwrap();
+    // dx_root_info: hash_version @0x1c (1 = half_md4), info_length @0x1d,
+    // indirect_levels @0x1e.
+    assert_eq!((root[0x1c], root[0x1d], root[0x1e]), (1, 8, 0), "half_md4, one index level");
+    let count = usize::from(le16(&root, 0x22));
+    assert!(count >= 2, "the directory is indexed over several leaves");
+    // (lower hash bound, logical block) per leaf, in hash order.
+    let mut leaves = vec![(0u32, le32(&root, 0x24))];
+    for i in 1..count {
+        leaves.push((le32(&root, 0x20 + 8 * i), le32(&root, 0x24 + 8 * i)));
+    }
+    // Each leaf's ciphertext names, with the hash range they must fall in.
+    let mut expect: Vec<(Vec<u8>, u32, u32)> = Vec::new();
+    for (i, &(low, lblk)) in leaves.iter().enumerate() {
+        let high = leaves.get(i + 1).map_or(u32::MAX, |l| l.0);
+        let b = kernel::read_block(&img, blocks[lblk as usize]).unwrap();
+        let mut at = 0;
+        while at + 8 <= b.len() {
+            let (d_ino, rec_len, name_len) = (le32(&b, at), usize::from(le16(&b, at + 4)), usize::from(b[at + 6]));
+            if d_ino != 0 {
+                let ct = &b[at + 8..at + 8 + name_len];
+                expect.push((URL_SAFE_NO_PAD.decode(nokey_name(ct)).unwrap()[8..].to_vec(), low, high));
+            }
+            at += rec_len;
+        }
+    }
+    assert_eq!(expect.len(), 300);
+
+    let m = LoopMount::new(&img, true).unwrap();
+    let mut checked = 0;
+    for e in fs::read_dir(m.join("big")).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        let raw = URL_SAFE_NO_PAD.decode(&name).unwrap();
+        let hash = le32(&raw, 0);
+        let (_, low, high) = expect
+            .iter()
+            .find(|(rest, _, _)| *rest == raw[8..])
+            .expect("listed name is in a leaf");
+        assert!(
+            (hash & !1) >= (*low & !1) && hash <= *high,
+            "{name}: hash {hash:#x} outside its leaf [{low:#x}, {high:#x}]"
+        );
+        checked += 1;
+    }
+    assert_eq!(checked, 300);
+    m.unmount().unwrap();
+}
