@@ -202,7 +202,7 @@ impl MetaLoadError {
     pub fn into_error(self) -> Error {
         match self {
             MetaLoadError::Blocks(mut v) if !v.is_empty() => v.swap_remove(0),
-            MetaLoadError::Blocks(_) => Error::corrupt(CorruptKind::Other("metadata region"), "metadata region", None),
+            MetaLoadError::Blocks(_) => Error::Internal("the metadata region was reported damaged without naming a block"),
             MetaLoadError::Read(e) | MetaLoadError::StreamCrc(e) | MetaLoadError::Decode(e) => e,
         }
     }
@@ -327,9 +327,11 @@ impl Image {
     pub fn open(path: &Path, access: Access) -> Result<Image> {
         let (img, findings) = Image::open_unchecked(path, access)?;
         if let Some(f) = findings.into_iter().find(|f| f.severity == Severity::Error) {
+            let at = f.at.to_string();
+            let what = if at.is_empty() { f.message } else { format!("{at}: {}", f.message) };
             return Err(Error::corrupt(
-                CorruptKind::Other(f.code),
-                format!("{} (run fsck-crypt check)", f),
+                CorruptKind::Finding(f.code),
+                format!("image metadata ({what})"),
                 None,
             ));
         }

@@ -85,7 +85,7 @@ impl<'a> Reader<'a> {
     pub fn finish(&self) -> Result<()> {
         if self.remaining() != 0 {
             return Err(Error::corrupt(
-                CorruptKind::Other("trailing bytes after the last record"),
+                CorruptKind::TrailingData("the last record"),
                 self.what,
                 Some(self.offset()),
             ));

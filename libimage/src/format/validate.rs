@@ -16,7 +16,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use crate::finding::{Finding, Severity};
+use crate::finding::{Code, Finding};
 use crate::format::extent::MAX_EXTENT_BLOCKS;
 use crate::format::inode::{Body, Inode};
 use crate::format::meta::Metadata;
@@ -31,14 +31,6 @@ pub struct Geometry {
     pub total_blocks: u64,
     pub meta_start: u64,
     pub meta_blocks: u64,
-}
-
-fn err(code: &'static str, msg: String, hint: &'static str) -> Finding {
-    Finding::new(code, Severity::Error, msg, hint)
-}
-
-fn warn(code: &'static str, msg: String, hint: &'static str) -> Finding {
-    Finding::new(code, Severity::Warning, msg, hint)
 }
 
 /// The position of each id in a sorted list of unique ids. Inode numbers and
@@ -126,16 +118,16 @@ pub fn check_metadata(meta: &Metadata, geo: Geometry) -> Vec<Finding> {
                 format!("extent refcount is {} but {n} file-map entries reference it", e.refcount)
             };
             out.push(
-                err("E_REFCOUNT", msg, "fsck-crypt check --repair recomputes refcounts")
+                Finding::new(Code::Refcount, msg, "a repair recomputes refcounts")
                     .extent(e.id)
                     .block(e.start),
             );
         } else if n == 0 {
             out.push(
-                warn(
-                    "W_EXTENT_UNREFERENCED",
+                Finding::new(
+                    Code::ExtentUnreferenced,
                     format!("extent of {} blocks is referenced by no file (leaked blocks)", e.blocks),
-                    "fsck-crypt check --repair frees it",
+                    "a repair frees it",
                 )
                 .extent(e.id)
                 .block(e.start),
@@ -148,7 +140,7 @@ pub fn check_metadata(meta: &Metadata, geo: Geometry) -> Vec<Finding> {
 
 /// The stored allocation map against the blocks the extents occupy.
 fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
-    const HINT: &str = "fsck-crypt check --repair rebuilds the allocation map from the extent table";
+    const HINT: &str = "a repair rebuilds the allocation map from the extent table";
     let meta_end = geo.meta_start.saturating_add(geo.meta_blocks);
     let mut prev_end: Option<u64> = None;
     for &(s, l) in &meta.alloc {
@@ -165,7 +157,7 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
             None
         };
         if let Some(why) = why {
-            out.push(err("E_ALLOC_MAP", format!("the allocation map is malformed: {why} ({s}, +{l})"), HINT).block(s));
+            out.push(Finding::new(Code::AllocMap, format!("the allocation map is malformed: {why} ({s}, +{l})"), HINT).block(s));
             return;
         }
         prev_end = end;
@@ -189,8 +181,8 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
     if !leaked.is_empty() {
         let (n, ranges) = describe(&leaked);
         out.push(
-            warn(
-                "W_BLOCKS_LEAKED",
+            Finding::new(
+                Code::BlocksLeaked,
                 format!("{n} blocks are allocated but no extent uses them (blocks {ranges})"),
                 HINT,
             )
@@ -200,8 +192,7 @@ fn check_alloc(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
     if !unallocated.is_empty() {
         let (n, ranges) = describe(&unallocated);
         out.push(
-            err(
-                "E_ALLOC_MAP",
+            Finding::new(Code::AllocMap,
                 format!("free but referenced: {n} blocks used by extents are not in the allocation map (blocks {ranges}); a writer could overwrite them"),
                 HINT,
             )
@@ -246,8 +237,8 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
     for e in meta.extents.values() {
         if let Err(why) = e.ctx.validate() {
             out.push(
-                err(
-                    "E_CONTEXT",
+                Finding::new(
+                    Code::Context,
                     format!("extent context: {why}"),
                     "the extent cannot be decrypted; restore the file from backup",
                 )
@@ -256,8 +247,8 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         }
         if e.blocks == 0 || e.blocks > MAX_EXTENT_BLOCKS {
             out.push(
-                err(
-                    "E_EXTENT_LEN",
+                Finding::new(
+                    Code::ExtentLen,
                     format!("extent length {} blocks is outside 1..={MAX_EXTENT_BLOCKS}", e.blocks),
                     "restore the file from backup",
                 )
@@ -267,8 +258,8 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         }
         if e.start < 2 || e.end() > geo.total_blocks {
             out.push(
-                err(
-                    "E_EXTENT_BOUNDS",
+                Finding::new(
+                    Code::ExtentBounds,
                     format!(
                         "extent blocks {}..{} lie outside the image's data area 2..{}",
                         e.start,
@@ -283,9 +274,9 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         }
         if e.start < meta_end && geo.meta_start < e.end() {
             out.push(
-                err(
-                    "E_EXTENT_OVERLAP",
-                    "extent overlaps the metadata region".into(),
+                Finding::new(
+                    Code::ExtentOverlap,
+                    "extent overlaps the metadata region",
                     "restore the file from backup",
                 )
                 .extent(e.id),
@@ -302,8 +293,8 @@ fn check_extents(meta: &Metadata, geo: Geometry, out: &mut Vec<Finding>) {
         if let Some(r) = reach {
             if cur.0 < r.1 {
                 out.push(
-                    err(
-                        "E_EXTENT_OVERLAP",
+                    Finding::new(
+                        Code::ExtentOverlap,
                         format!(
                             "extent {} (blocks {}..{}) overlaps extent {} (blocks {}..{})",
                             cur.2, cur.0, cur.1, r.2, r.0, r.1
@@ -439,8 +430,8 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
         Some(r) if r.is_dir() => {}
         _ => {
             out.push(
-                err(
-                    "E_ROOT",
+                Finding::new(
+                    Code::Root,
                     format!("root inode {} is missing or not a directory", snap.root),
                     "restore the snapshot from backup",
                 )
@@ -456,10 +447,10 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
             _ => 0,
         };
         out.push(
-            err(
-                "E_DANGLING_ENTRY",
+            Finding::new(
+                Code::DanglingEntry,
                 format!("entry names inode {target}, which does not exist"),
-                "fsck-crypt check --repair removes the entry",
+                "a repair removes the entry",
             )
             .snapshot(s)
             .inode(dir),
@@ -472,7 +463,7 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
             format!("directory {dir} is reached a second time from directory {parent} (cycle or hard-linked directory)")
         };
         out.push(
-            err("E_DIR_CYCLE", msg, "fsck-crypt cannot repair this; restore from backup")
+            Finding::new(Code::DirCycle, msg, "a repair cannot fix this; restore from backup")
                 .snapshot(s)
                 .inode(dir),
         );
@@ -480,10 +471,10 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
     for (ino, &links) in snap.inodes.values().zip(&t.links) {
         if t.orphans.binary_search(&ino.ino).is_ok() {
             out.push(
-                err(
-                    "E_ORPHAN",
-                    "inode is not reachable from the root: no directory entry names it".into(),
-                    "fsck-crypt check --repair --key-file KEY moves it to /lost+found",
+                Finding::new(
+                    Code::Orphan,
+                    "inode is not reachable from the root: no directory entry names it",
+                    "a repair with the root directory's key moves it to /lost+found",
                 )
                 .snapshot(s)
                 .inode(ino.ino),
@@ -493,10 +484,10 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
         let expected = if ino.ino == snap.root { 1 } else { links };
         if u64::from(ino.nlink) != expected {
             out.push(
-                err(
-                    "E_NLINK",
+                Finding::new(
+                    Code::Nlink,
                     format!("link count is {} but {expected} entries name it", ino.nlink),
-                    "fsck-crypt check --repair fixes link counts",
+                    "a repair fixes link counts",
                 )
                 .snapshot(s)
                 .inode(ino.ino),
@@ -507,12 +498,12 @@ fn check_snapshot(exts: &Extents<'_>, snap: &Snapshot, refs: &mut [u64], out: &m
 
 fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64], out: &mut Vec<Finding>) {
     let s = snap.name.as_str();
-    let f = |code, msg: String, hint| err(code, msg, hint).snapshot(s).inode(ino.ino);
+    let f = |code, msg: String, hint| Finding::new(code, msg, hint).snapshot(s).inode(ino.ino);
     match &ino.body {
         Body::Dir { ctx, entries } => {
             if let Err(why) = ctx.validate() {
                 out.push(f(
-                    "E_CONTEXT",
+                    Code::Context,
                     format!("directory context: {why}"),
                     "names in this directory cannot be decrypted; restore from backup",
                 ));
@@ -521,7 +512,7 @@ fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64
             for e in entries {
                 if !valid_name_ct_len(e.name.len()) {
                     out.push(f(
-                        "E_NAME_LEN",
+                        Code::NameLen,
                         format!(
                             "entry for inode {} has an encrypted name of {} bytes, not a valid padded length",
                             e.ino,
@@ -539,7 +530,7 @@ fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64
             }
             if names.windows(2).any(|w| w[0] == w[1]) {
                 out.push(f(
-                    "E_DUP_NAME",
+                    Code::DupName,
                     "two entries have the same encrypted name".into(),
                     "rename one of the files after extracting",
                 ));
@@ -548,14 +539,14 @@ fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64
         Body::Symlink { ctx, blob } => {
             if let Err(why) = ctx.validate() {
                 out.push(f(
-                    "E_CONTEXT",
+                    Code::Context,
                     format!("symlink context: {why}"),
                     "the link target cannot be decrypted; recreate the link",
                 ));
             }
             if crate::format::inode::symlink_ciphertext(blob).is_none() {
                 out.push(f(
-                    "E_SYMLINK_BLOB",
+                    Code::SymlinkBlob,
                     format!("encrypted symlink blob of {} bytes is malformed", blob.len()),
                     "recreate the link",
                 ));
@@ -572,7 +563,7 @@ fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64
                 let end = m.lblk.checked_add(u64::from(m.blocks));
                 if m.blocks == 0 || m.lblk < next || end.is_none_or(|e| e > max_lblk) {
                     out.push(f(
-                        "E_FILE_MAP",
+                        Code::FileMap,
                         format!(
                             "map entry at logical block {} (+{}) is out of order or beyond the file size {}",
                             m.lblk, m.blocks, ino.size
@@ -583,13 +574,13 @@ fn check_inode(exts: &Extents<'_>, snap: &Snapshot, ino: &Inode, refs: &mut [u64
                 next = end.unwrap_or(u64::MAX);
                 match e {
                     None => out.push(f(
-                        "E_DANGLING_EXTENT",
+                        Code::DanglingExtent,
                         format!("map references extent {}, which does not exist", m.extent),
                         "restore the file from backup",
                     )),
                     Some(e) if u64::from(m.offset) + u64::from(m.blocks) > u64::from(e.blocks) => {
                         out.push(f(
-                            "E_FILE_MAP",
+                            Code::FileMap,
                             format!("map entry reaches past the end of extent {}", m.extent),
                             "restore the file from backup",
                         ));

@@ -95,7 +95,7 @@ struct RestoreSink<'a> {
 
 fn member_err(m: &Member, why: String) -> Error {
     Error::corrupt(
-        CorruptKind::Other("cannot restore member"),
+        CorruptKind::BadMember("cannot be restored"),
         format!("backup member {:?}: {why}", m.path),
         Some(m.offset),
     )
@@ -103,15 +103,11 @@ fn member_err(m: &Member, why: String) -> Error {
 
 impl RestoreSink<'_> {
     fn img(&mut self) -> Result<&mut Image> {
-        self.img
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("internal: no image before the manifest".into()))
+        self.img.as_mut().ok_or_else(|| Error::Internal("no image before the manifest"))
     }
 
     fn snap(&mut self) -> Result<&mut Snapshot> {
-        self.snap
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("internal: no snapshot before the manifest".into()))
+        self.snap.as_mut().ok_or_else(|| Error::Internal("no snapshot before the manifest"))
     }
 
     /// The rebuilt extent for `key`, allocated on first use.
@@ -156,14 +152,14 @@ impl RestoreSink<'_> {
     /// Writes the blocks of `data` (blocks `off..` of the extent) not yet written.
     fn put(&mut self, ctx: &[u8; EXTENT_CTX_LEN], off: u32, data: &[u8], crc: u32) -> Result<()> {
         let Some(r) = self.exts.get_mut(ctx) else {
-            return Err(Error::Invalid("internal: data for an unknown extent".into()));
+            return Err(Error::Internal("data for an unknown extent"));
         };
         if r.reused {
             return Ok(());
         }
         let start = r.start;
         let runs = r.segs.add(off, data, crc);
-        let img = self.img.as_mut().ok_or_else(|| Error::Invalid("internal: no image".into()))?;
+        let img = self.img.as_mut().ok_or_else(|| Error::Internal("no image"))?;
         for (i, n) in runs {
             let s = i as usize * BLOCK_SIZE;
             img.write_blocks(start + u64::from(off + i), &data[s..s + n as usize * BLOCK_SIZE])?;
@@ -193,7 +189,7 @@ impl RestoreSink<'_> {
         // Extents: zero the blocks no item brought, then the crc32c.
         let mut exts: Vec<&mut RExt> = self.exts.values_mut().filter(|r| !r.reused).collect();
         exts.sort_by_key(|r| r.id);
-        let img = self.img.as_mut().ok_or_else(|| Error::Invalid("internal: no image".into()))?;
+        let img = self.img.as_mut().ok_or_else(|| Error::Internal("no image"))?;
         for r in exts {
             let complete = r.segs.complete(r.key.blocks);
             for (s, n) in r.segs.gaps(r.key.blocks) {
@@ -220,7 +216,7 @@ impl RestoreSink<'_> {
                 e.crc = crc;
             }
         }
-        let mut snap = self.snap.take().ok_or_else(|| Error::Invalid("internal: no snapshot".into()))?;
+        let mut snap = self.snap.take().ok_or_else(|| Error::Internal("no snapshot"))?;
         for i in snap.inodes.values_mut() {
             if let Body::Dir { entries, .. } = &mut i.body {
                 entries.sort_unstable();
@@ -241,8 +237,8 @@ impl RestoreSink<'_> {
             .find(|f| f.severity == Severity::Error && f.code != "E_ALLOC_MAP")
         {
             return Err(Error::corrupt(
-                CorruptKind::Other("the restored snapshot would be inconsistent"),
-                format!("backup (snapshot {name:?}: {f})"),
+                CorruptKind::Finding(f.code),
+                format!("backup (the restored snapshot {name:?} would be inconsistent: {f})"),
                 None,
             ));
         }

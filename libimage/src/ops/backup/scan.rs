@@ -160,7 +160,7 @@ struct Walker<'s, R: Read> {
 }
 
 fn corrupt_at(why: &'static str, what: String, at: u64) -> Error {
-    Error::corrupt(CorruptKind::Other(why), what, Some(at))
+    Error::corrupt(CorruptKind::BadMember(why), what, Some(at))
 }
 
 /// Scans a whole archive, calling `sink` for each part. Any error stops it.
@@ -224,7 +224,7 @@ impl<'a> Records<'a> {
             let ok = KNOWN.iter().any(|k| k.as_bytes() == r.key) || (r.key.starts_with(K_XATTR.as_bytes()) && r.key.len() > K_XATTR.len());
             if !ok {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("unknown pax keyword"),
+                    CorruptKind::BadHeader("unknown pax keyword"),
                     format!("backup member (keyword {:?})", String::from_utf8_lossy(r.key)),
                     Some(at),
                 ));
@@ -257,7 +257,7 @@ impl<R: Read> Walker<'_, R> {
         loop {
             let Some(raw) = self.r.next_member()? else {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("the archive ends without its trailer member (truncated or cut at a member boundary)"),
+                    CorruptKind::BadArchive("the archive ends without its trailer member (truncated or cut at a member boundary)"),
                     "backup archive",
                     Some(self.r.pos()),
                 ));
@@ -475,7 +475,7 @@ impl<R: Read> Walker<'_, R> {
         let bad = |why: &'static str| corrupt_at(why, format!("backup member {shown:?}"), at);
         let badf = |why: String| {
             Error::corrupt(
-                CorruptKind::Other("invalid member"),
+                CorruptKind::BadMember("its records are inconsistent"),
                 format!("backup member {shown:?}: {why}"),
                 Some(at),
             )
@@ -634,7 +634,7 @@ impl<R: Read> Walker<'_, R> {
                     size,
                     &|why| {
                         Error::corrupt(
-                            CorruptKind::Other("invalid extents"),
+                            CorruptKind::BadMember("invalid extents"),
                             format!("backup member {shown:?}: {why}"),
                             Some(at),
                         )

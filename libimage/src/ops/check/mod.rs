@@ -34,7 +34,7 @@ use serde::Serialize;
 
 use crate::engine::image::{load_metadata, newest, Keyring, MetaLoadError};
 use crate::error::{Error, Result};
-use crate::finding::{Finding, Severity, Where};
+use crate::finding::{Code, Finding, Severity, Where};
 use crate::format::inode::Body;
 use crate::format::meta::Metadata;
 use crate::format::metablock;
@@ -165,7 +165,7 @@ impl Report {
 
     /// The sorted, de-duplicated finding codes.
     pub fn codes(&self) -> Vec<&'static str> {
-        let mut c: Vec<&'static str> = self.findings.iter().map(|f| f.code).collect();
+        let mut c: Vec<&'static str> = self.findings.iter().map(|f| f.code.as_str()).collect();
         c.sort_unstable();
         c.dedup();
         c
@@ -299,7 +299,7 @@ struct Checker<'a> {
     stale_slot: Option<u64>,
 }
 
-const SB_HINT: &str = "fsck-crypt check --repair rewrites this slot with a fresh commit";
+const SB_HINT: &str = "a repair rewrites this slot with a fresh commit";
 
 impl Checker<'_> {
     fn push(&mut self, f: Finding) {
@@ -337,7 +337,7 @@ impl Checker<'_> {
         }
         let slots: [Result<Superblock>; 2] = match <[Result<Superblock>; 2]>::try_from(parsed) {
             Ok(s) => s,
-            Err(_) => return Err(Error::Invalid("internal: two superblock slots expected".into())),
+            Err(_) => return Err(Error::Internal("two superblock slots expected")),
         };
         let sb = match newest(&slots) {
             Ok(sb) => sb,
@@ -345,8 +345,7 @@ impl Checker<'_> {
                 let e = io_or(e)?;
                 self.push(
                     Finding::new(
-                        "E_NO_SUPERBLOCK",
-                        Severity::Error,
+                        Code::NoSuperblock,
                         format!("no valid superblock: {e}"),
                         "this is not a cryptimg image, or both superblocks are destroyed; restore from backup",
                     )
@@ -373,8 +372,7 @@ impl Checker<'_> {
                     // commit, so this is left to a person.
                     self.push(
                         Finding::new(
-                            "E_SUPERBLOCK_NEWER",
-                            Severity::Error,
+                            Code::SuperblockNewer,
                             format!(
                                 "superblock slot {other} is invalid ({e}) but belongs to generation {g}, newer than generation {} \
                                  in use from slot {live}: a commit was interrupted while writing it, or it was damaged \
@@ -397,8 +395,7 @@ impl Checker<'_> {
                 }
                 self.push(
                     Finding::new(
-                        "W_SUPERBLOCK_SLOT",
-                        Severity::Warning,
+                        Code::SuperblockSlot,
                         format!(
                             "superblock slot {other} is invalid ({e}); the image is read from slot {live} (generation {}){what}",
                             sb.generation
@@ -418,15 +415,7 @@ impl Checker<'_> {
                 };
                 if let Some(why) = why {
                     self.stale_slot = Some(other);
-                    self.push(
-                        Finding::new(
-                            "W_SUPERBLOCK_SLOT",
-                            Severity::Warning,
-                            format!("superblock slot {other} {why}"),
-                            SB_HINT,
-                        )
-                        .block(other),
-                    );
+                    self.push(Finding::new(Code::SuperblockSlot, format!("superblock slot {other} {why}"), SB_HINT).block(other));
                 }
             }
         }
@@ -436,8 +425,7 @@ impl Checker<'_> {
                     self.stale_slot = self.stale_slot.or(Some(1 - live));
                     self.push(
                         Finding::new(
-                            "W_SUPERBLOCK_SLOT",
-                            Severity::Warning,
+                            Code::SuperblockSlot,
                             format!(
                                 "superblock slot {slot} holds generation {}, which belongs in slot {}",
                                 s.generation,
@@ -485,8 +473,7 @@ impl Checker<'_> {
         let need = sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
         if self.flen < need {
             self.push(Finding::new(
-                "E_TRUNCATED",
-                Severity::Error,
+                Code::Truncated,
                 format!(
                     "the image file is {} bytes but the superblock records {} blocks ({need} bytes): {} bytes are missing",
                     self.flen,
@@ -497,8 +484,7 @@ impl Checker<'_> {
             ));
         } else if self.flen > need {
             self.push(Finding::new(
-                "I_TRAILING_BYTES",
-                Severity::Info,
+                Code::TrailingBytes,
                 format!(
                     "the file has {} bytes past the image's last block {} (left by an interrupted write; harmless)",
                     self.flen - need,
@@ -516,8 +502,7 @@ impl Checker<'_> {
         if end > self.flen {
             self.push(
                 Finding::new(
-                    "E_TRUNCATED",
-                    Severity::Error,
+                    Code::Truncated,
                     format!(
                         "the metadata region (blocks {}..{}) lies past the end of the {}-byte file",
                         sb.meta_start,
@@ -541,8 +526,7 @@ impl Checker<'_> {
                         _ => None,
                     };
                     let mut f = Finding::new(
-                        "E_META_BLOCK",
-                        Severity::Error,
+                        Code::MetaBlock,
                         format!("{e}"),
                         "the metadata is damaged; restore from backup (the previous generation may still be readable)",
                     );
@@ -553,14 +537,14 @@ impl Checker<'_> {
                 }
                 return Ok(None);
             }
-            Err(MetaLoadError::StreamCrc(e)) => ("E_META_CRC", e, "the metadata is damaged; restore from backup"),
+            Err(MetaLoadError::StreamCrc(e)) => (Code::MetaCrc, e, "the metadata is damaged; restore from backup"),
             Err(MetaLoadError::Decode(e)) => (
-                "E_META_DECODE",
+                Code::MetaDecode,
                 io_or(e)?,
                 "the metadata was written by a faulty program; restore from backup",
             ),
         };
-        self.push(Finding::new(code, Severity::Error, format!("{e}"), hint).block(sb.meta_start));
+        self.push(Finding::new(code, format!("{e}"), hint).block(sb.meta_start));
         Ok(None)
     }
 
@@ -584,7 +568,7 @@ impl Checker<'_> {
             let structural = check_metadata(meta, geo);
             (structural, h.join())
         });
-        let (coverage, uses) = keyed.map_err(|_| Error::Invalid("internal error: the key check panicked".into()))?;
+        let (coverage, uses) = keyed.map_err(|_| Error::Internal("the key check panicked"))?;
         self.findings.extend(structural);
         let data_end_block = self.flen / BLOCK_SIZE as u64;
         if self.flen < sb.total_blocks.saturating_mul(BLOCK_SIZE as u64) {
@@ -592,8 +576,7 @@ impl Checker<'_> {
                 if e.end() > data_end_block && e.end() <= sb.total_blocks {
                     self.push(
                         Finding::new(
-                            "E_TRUNCATED",
-                            Severity::Error,
+                            Code::Truncated,
                             format!("extent blocks {}..{} lie past the end of the truncated file", e.start, e.end()),
                             "the image was truncated; restore the file from backup",
                         )

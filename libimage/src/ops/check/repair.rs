@@ -88,7 +88,7 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     let mut o = Outcome::default();
     let findings = &checked.report.findings;
     let has = |code: &str| findings.iter().any(|f| f.code == code);
-    if !findings.iter().any(|f| REPAIRABLE.contains(&f.code)) {
+    if !findings.iter().any(|f| REPAIRABLE.contains(&f.code.as_str())) {
         return Ok(o);
     }
     let Some(generation) = checked.loaded else {
