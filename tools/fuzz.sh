@@ -37,7 +37,8 @@ for i, p in enumerate(imgs):
     data = open(p, 'rb').read()
     name = os.path.basename(p)
     if t == 'image_open':
-        open(f"{out}/{name}", 'wb').write(data)
+        open(f"{out}/{name}", 'wb').write(b'\0' + data)
+        open(f"{out}/{name}.fixcrc", 'wb').write(b'\1' + data)
         continue
     for slot in (0, 1):
         blk = data[slot * B:(slot + 1) * B]
@@ -45,6 +46,7 @@ for i, p in enumerate(imgs):
             continue
         if t == 'superblock':
             open(f"{out}/{name}.slot{slot}", 'wb').write(bytes([slot]) + blk)
+            open(f"{out}/{name}.slot{slot}.fixcrc", 'wb').write(bytes([slot | 2]) + blk)
             continue
         if blk[:8] != b'CRYPTIMG':
             continue
@@ -56,6 +58,7 @@ for i, p in enumerate(imgs):
         stream = b''.join(region[j * B + 16:(j + 1) * B] for j in range(nblk))[:nbytes]
         open(f"{out}/{name}.slot{slot}.stream", 'wb').write(b'\0' + stream)
         open(f"{out}/{name}.slot{slot}.framed", 'wb').write(b'\1' + struct.pack('<QQ', start, gen) + region)
+        open(f"{out}/{name}.slot{slot}.framed.fixcrc", 'wb').write(b'\3' + struct.pack('<QQ', start, gen) + region)
 PY
         ;;
     tar_import)
@@ -73,19 +76,20 @@ max_len() {
     case "$1" in
     superblock) echo 4097 ;;
     tar_import | backup_archive) echo 65536 ;;
+    image_open) echo 65537 ;;
     *) echo 65552 ;;
     esac
 }
 
 status=0
-cd "$root/fuzz"
+cd "$root"
 for t in "${targets[@]}"; do
     seed "$t"
     log="$root/fuzz/$t.log"
     echo "fuzz.sh: $t for $minutes min (log $log)"
     start=$(date +%s)
     rc=0
-    cargo fuzz run --release "$t" "corpus/$t" -- \
+    cargo fuzz run --fuzz-dir "$root/fuzz" "$t" "$root/fuzz/corpus/$t" -- \
         -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || rc=$?
     end=$(date +%s)
