@@ -11,6 +11,7 @@
 # the corpus grows in fuzz/corpus/TARGET (not committed). A crash leaves its
 # input in fuzz/artifacts/TARGET and makes the script exit non-zero. The last
 # libFuzzer status line of each run is appended to fuzz/runs.log.
+# FUZZ_TARGET_DIR, when set, is passed to cargo-fuzz as --target-dir.
 set -euo pipefail
 
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -89,7 +90,7 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $t for $minutes min (log $log)"
     start=$(date +%s)
     rc=0
-    cargo fuzz run --fuzz-dir "$root/fuzz" "$t" "$root/fuzz/corpus/$t" -- \
+    cargo fuzz run --fuzz-dir "$root/fuzz" ${FUZZ_TARGET_DIR:+--target-dir "$FUZZ_TARGET_DIR"} "$t" "$root/fuzz/corpus/$t" -- \
         -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || rc=$?
     end=$(date +%s)
