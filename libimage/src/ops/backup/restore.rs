@@ -212,9 +212,7 @@ impl RestoreSink<'_> {
                     None,
                 ));
             }
-            if let Some(e) = img.meta.extents.get_mut(&r.id) {
-                e.crc = crc;
-            }
+            img.set_extent_crc(r.id, crc);
         }
         let mut snap = self.snap.take().ok_or_else(|| Error::Internal("no snapshot"))?;
         for i in snap.inodes.values_mut() {
@@ -224,7 +222,7 @@ impl RestoreSink<'_> {
         }
         snap.next_ino = snap.inodes.keys().next_back().map_or(2, |k| k + 1);
         let name = snap.name.clone();
-        img.meta.snapshots.push(snap);
+        img.snapshots_mut().push(snap);
         // Belt and braces: the keyless structural checks the image reader
         // will apply (the allocation map is rebuilt by the commit).
         let geo = Geometry {
@@ -232,7 +230,7 @@ impl RestoreSink<'_> {
             meta_start: 0,
             meta_blocks: 0,
         };
-        if let Some(f) = check_metadata(&img.meta, geo)
+        if let Some(f) = check_metadata(&img.meta(), geo)
             .into_iter()
             .find(|f| f.severity == Severity::Error && f.code != "E_ALLOC_MAP")
         {
@@ -273,7 +271,7 @@ impl Sink for RestoreSink<'_> {
             self.img = Some(img);
         }
         let img = self.img()?;
-        if img.meta.snapshot(&name).is_some() {
+        if img.meta().snapshot(&name).is_some() {
             return Err(Error::Invalid(format!(
                 "the image already has a snapshot named {name:?}; choose another with --snapshot"
             )));
@@ -311,12 +309,7 @@ impl Sink for RestoreSink<'_> {
                 let mut map = Vec::with_capacity(items.len());
                 for it in items {
                     let id = self.extent(m, &it.ext)?;
-                    if let Some(e) = self.img()?.meta.extents.get_mut(&id) {
-                        e.refcount = e
-                            .refcount
-                            .checked_add(1)
-                            .ok_or_else(|| Error::Invalid("extent refcount overflow".into()))?;
-                    }
+                    self.img()?.add_refs(id, 1)?;
                     map.push(MapEntry {
                         lblk: it.lblk,
                         blocks: it.count,
@@ -392,7 +385,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
         let img = Image::open(image, Access::ReadWrite)?;
         let len = img.file().metadata().map_err(|e| Error::io("stat of the image", e))?.len();
         if let Some(n) = &opts.snapshot {
-            if img.meta.snapshot(n).is_some() {
+            if img.meta().snapshot(n).is_some() {
                 return Err(Error::Invalid(format!(
                     "the image already has a snapshot named {n:?}; choose another with --snapshot"
                 )));
@@ -412,7 +405,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
     let existing = img
         .as_ref()
         .map(|i| {
-            i.meta
+            i.meta()
                 .extents
                 .values()
                 .map(|e| {
