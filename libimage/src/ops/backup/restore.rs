@@ -103,11 +103,11 @@ fn member_err(m: &Member, why: String) -> Error {
 
 impl RestoreSink<'_> {
     fn img(&mut self) -> Result<&mut Image> {
-        self.img.as_mut().ok_or_else(|| Error::Internal("no image before the manifest"))
+        self.img.as_mut().ok_or(Error::Internal("no image before the manifest"))
     }
 
     fn snap(&mut self) -> Result<&mut Snapshot> {
-        self.snap.as_mut().ok_or_else(|| Error::Internal("no snapshot before the manifest"))
+        self.snap.as_mut().ok_or(Error::Internal("no snapshot before the manifest"))
     }
 
     /// The rebuilt extent for `key`, allocated on first use.
@@ -159,7 +159,7 @@ impl RestoreSink<'_> {
         }
         let start = r.start;
         let runs = r.segs.add(off, data, crc);
-        let img = self.img.as_mut().ok_or_else(|| Error::Internal("no image"))?;
+        let img = self.img.as_mut().ok_or(Error::Internal("no image"))?;
         for (i, n) in runs {
             let s = i as usize * BLOCK_SIZE;
             img.write_blocks(start + u64::from(off + i), &data[s..s + n as usize * BLOCK_SIZE])?;
@@ -189,7 +189,7 @@ impl RestoreSink<'_> {
         // Extents: zero the blocks no item brought, then the crc32c.
         let mut exts: Vec<&mut RExt> = self.exts.values_mut().filter(|r| !r.reused).collect();
         exts.sort_by_key(|r| r.id);
-        let img = self.img.as_mut().ok_or_else(|| Error::Internal("no image"))?;
+        let img = self.img.as_mut().ok_or(Error::Internal("no image"))?;
         for r in exts {
             let complete = r.segs.complete(r.key.blocks);
             for (s, n) in r.segs.gaps(r.key.blocks) {
@@ -214,7 +214,7 @@ impl RestoreSink<'_> {
             }
             img.set_extent_crc(r.id, crc);
         }
-        let mut snap = self.snap.take().ok_or_else(|| Error::Internal("no snapshot"))?;
+        let mut snap = self.snap.take().ok_or(Error::Internal("no snapshot"))?;
         for i in snap.inodes.values_mut() {
             if let Body::Dir { entries, .. } = &mut i.body {
                 entries.sort_unstable();
@@ -230,7 +230,7 @@ impl RestoreSink<'_> {
             meta_start: 0,
             meta_blocks: 0,
         };
-        if let Some(f) = check_metadata(&img.meta(), geo)
+        if let Some(f) = check_metadata(img.meta(), geo)
             .into_iter()
             .find(|f| f.severity == Severity::Error && f.code != "E_ALLOC_MAP")
         {
