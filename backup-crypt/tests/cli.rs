@@ -230,7 +230,7 @@ fn pipes_and_exit_codes() {
 fn state(p: &Path) -> (u64, Vec<String>) {
     let i = Image::open(p, Access::ReadOnly).unwrap();
     let mut v = Vec::new();
-    for s in &i.meta.snapshots {
+    for s in &i.meta().snapshots {
         v.extend(canon_snapshot(&i, &s.name).unwrap());
     }
     (i.superblock().generation, v)

@@ -193,21 +193,21 @@ impl Lookup {
 }
 
 fn dir_ctx(img: &Image, ino: u64) -> Res<fscrypt::context::PolicyContext> {
-    match img.meta.snapshots[0].inodes.get(&ino).map(|i| &i.body) {
+    match img.meta().snapshots[0].inodes.get(&ino).map(|i| &i.body) {
         Some(Body::Dir { ctx, .. }) => Ok(*ctx),
         _ => Err("not a directory".into()),
     }
 }
 
 fn entries_mut(img: &mut Image, ino: u64) -> Res<&mut Vec<DirEntry>> {
-    match img.meta.snapshots[0].inodes.get_mut(&ino).map(|i| &mut i.body) {
+    match img.meta_mut_unchecked().snapshots[0].inodes.get_mut(&ino).map(|i| &mut i.body) {
         Some(Body::Dir { entries, .. }) => Ok(entries),
         _ => Err("not a directory".into()),
     }
 }
 
 fn first_extent(img: &Image, ino: u64) -> Res<u64> {
-    match img.meta.snapshots[0].inodes.get(&ino).map(|i| &i.body) {
+    match img.meta().snapshots[0].inodes.get(&ino).map(|i| &i.body) {
         Some(Body::File { map }) if !map.is_empty() => Ok(map[0].extent),
         _ => Err("not a file with data".into()),
     }
@@ -324,7 +324,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     {
         let (img, _) = Image::open_unchecked(&p, Access::ReadOnly)?;
         let lk = Lookup::new(&img)?;
-        let e = img.meta.extents[&first_extent(&img, lk.ino["a.txt"])?].start;
+        let e = img.meta().extents[&first_extent(&img, lk.ino["a.txt"])?].start;
         drop(img);
         flip(&p, e * bs + 5, 0x80)?;
     }
@@ -334,9 +334,9 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // Overlapping extents: c.txt's extent moved onto b.bin's first block.
     let p = copy("overlap.img")?;
     edit(&p, |img, lk| {
-        let target = img.meta.extents[&first_extent(img, lk.ino["d1/b.bin"])?].start;
+        let target = img.meta().extents[&first_extent(img, lk.ino["d1/b.bin"])?].start;
         let id = first_extent(img, lk.ino["d1/d2/c.txt"])?;
-        if let Some(e) = img.meta.extents.get_mut(&id) {
+        if let Some(e) = img.meta_mut_unchecked().extents.get_mut(&id) {
             e.start = target;
         }
         Ok(())
@@ -354,7 +354,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     let p = copy("refcount.img")?;
     edit(&p, |img, lk| {
         let id = first_extent(img, lk.ino["a.txt"])?;
-        if let Some(e) = img.meta.extents.get_mut(&id) {
+        if let Some(e) = img.meta_mut_unchecked().extents.get_mut(&id) {
             e.refcount += 2;
         }
         Ok(())
@@ -367,7 +367,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         let d1 = lk.ino["d1"];
         let ctx = dir_ctx(img, d1)?;
         let ct = key.names_key(&ctx.nonce).encrypt_name(b"ghost")?;
-        let missing = img.meta.snapshots[0].alloc_ino();
+        let missing = img.meta_mut_unchecked().snapshots[0].alloc_ino();
         let es = entries_mut(img, d1)?;
         es.push(DirEntry { name: ct, ino: missing });
         es.sort_unstable();
@@ -416,7 +416,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
         let ctx = dir_ctx(img, d2)?;
         let ct = key.names_key(&ctx.nonce).encrypt_name(b"loop")?;
         entries_mut(img, d2)?.push(DirEntry { name: ct, ino: d1 });
-        if let Some(i) = img.meta.snapshots[0].inodes.get_mut(&d1) {
+        if let Some(i) = img.meta_mut_unchecked().snapshots[0].inodes.get_mut(&d1) {
             i.nlink = 2;
         }
         Ok(())
@@ -426,7 +426,11 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // A bad context version: d2's policy context says version 1.
     let p = copy("bad_context.img")?;
     edit(&p, |img, lk| {
-        if let Some(Body::Dir { ctx, .. }) = img.meta.snapshots[0].inodes.get_mut(&lk.ino["d1/d2"]).map(|i| &mut i.body) {
+        if let Some(Body::Dir { ctx, .. }) = img.meta_mut_unchecked().snapshots[0]
+            .inodes
+            .get_mut(&lk.ino["d1/d2"])
+            .map(|i| &mut i.body)
+        {
             ctx.version = 1;
         }
         Ok(())
@@ -475,7 +479,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     let c_ext = {
         let (img, _) = Image::open_unchecked(&p, Access::ReadOnly)?;
         let lk = Lookup::new(&img)?;
-        img.meta.extents[&first_extent(&img, lk.ino["d1/d2/c.txt"])?].clone()
+        img.meta().extents[&first_extent(&img, lk.ino["d1/d2/c.txt"])?].clone()
     };
     raw_commit(&p, |m| {
         let mut r: Vec<(u64, u64)> = m
@@ -500,7 +504,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // A wrong link count.
     let p = copy("nlink.img")?;
     edit(&p, |img, lk| {
-        if let Some(i) = img.meta.snapshots[0].inodes.get_mut(&lk.ino["fifo"]) {
+        if let Some(i) = img.meta_mut_unchecked().snapshots[0].inodes.get_mut(&lk.ino["fifo"]) {
             i.nlink = 3;
         }
         Ok(())
@@ -529,7 +533,11 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
     // A damaged symlink target ciphertext.
     let p = copy("bad_symlink.img")?;
     edit(&p, |img, lk| {
-        if let Some(Body::Symlink { blob, .. }) = img.meta.snapshots[0].inodes.get_mut(&lk.ino["link"]).map(|i| &mut i.body) {
+        if let Some(Body::Symlink { blob, .. }) = img.meta_mut_unchecked().snapshots[0]
+            .inodes
+            .get_mut(&lk.ino["link"])
+            .map(|i| &mut i.body)
+        {
             blob[5] ^= 0x01;
         }
         Ok(())

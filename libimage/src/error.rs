@@ -9,6 +9,8 @@ use std::io;
 
 use fscrypt::KeyId;
 
+use crate::finding::Code;
+
 /// What exactly is wrong with bytes read from an image or a backup.
 ///
 /// Every variant names *what* was wrong; the [`Error::Corrupt`] wrapper adds
@@ -36,8 +38,27 @@ pub enum CorruptKind {
     Cycle { ino: u64 },
     /// Neither superblock slot holds a valid superblock.
     NoValidSuperblock,
-    /// Anything else, described in a fixed phrase.
-    Other(&'static str),
+    /// Bytes the format requires to be zero (reserved fields, padding) are not.
+    NotZero(&'static str),
+    /// Bytes follow the end of a structure that must be last (the named end).
+    TrailingData(&'static str),
+    /// A name (snapshot name, path component) is not allowed; says why.
+    BadName(&'static str),
+    /// An encrypted symlink blob is malformed; says why.
+    BadSymlink(&'static str),
+    /// A tar or pax header (or one of its records) does not parse; says why.
+    BadHeader(&'static str),
+    /// A backup's JSON manifest is missing, malformed or inconsistent.
+    BadManifest,
+    /// A backup member is not valid (its records disagree, or it cannot be
+    /// placed in the image); says what.
+    BadMember(&'static str),
+    /// The sequence of members or blocks in an archive is wrong (a stray end
+    /// marker, no trailer); says what.
+    BadArchive(&'static str),
+    /// The decoded metadata fails a keyless structural check (the finding's
+    /// code; its message is in the location).
+    Finding(Code),
 }
 
 impl fmt::Display for CorruptKind {
@@ -57,7 +78,37 @@ impl fmt::Display for CorruptKind {
             CorruptKind::Dangling { what, id } => write!(f, "dangling reference to {what} {id}"),
             CorruptKind::Cycle { ino } => write!(f, "directory cycle through inode {ino}"),
             CorruptKind::NoValidSuperblock => write!(f, "no valid superblock in either slot"),
-            CorruptKind::Other(s) => f.write_str(s),
+            CorruptKind::NotZero(what) => write!(f, "{what} are not zero"),
+            CorruptKind::TrailingData(end) => write!(f, "data after {end}"),
+            CorruptKind::BadName(why) => write!(f, "invalid name: {why}"),
+            CorruptKind::BadSymlink(why) => write!(f, "malformed symlink blob: {why}"),
+            CorruptKind::BadHeader(why) => write!(f, "malformed header: {why}"),
+            CorruptKind::BadManifest => write!(f, "invalid manifest"),
+            CorruptKind::BadMember(why) => write!(f, "invalid member: {why}"),
+            CorruptKind::BadArchive(why) => write!(f, "invalid archive: {why}"),
+            CorruptKind::Finding(code) => write!(f, "fails the structural check {code} ({})", code.meaning()),
+        }
+    }
+}
+
+impl CorruptKind {
+    /// A one-line hint for a human on what to do about this kind of damage.
+    pub fn hint(&self) -> &'static str {
+        match self {
+            CorruptKind::NoValidSuperblock => "this is not a cryptimg image, or both superblocks are destroyed; restore it from a backup",
+            CorruptKind::Truncated { .. } => {
+                "the file was cut short (interrupted copy, full disk); copy it again or restore it from a backup"
+            }
+            CorruptKind::BadChecksum { .. } | CorruptKind::BadMagic | CorruptKind::NotZero(_) => {
+                "the bytes were damaged after they were written; check the whole image for a full report, or restore from a backup"
+            }
+            CorruptKind::Finding(_) => "check the image for a full report; a repair may fix it",
+            CorruptKind::BadHeader(_)
+            | CorruptKind::BadManifest
+            | CorruptKind::BadMember(_)
+            | CorruptKind::BadArchive(_)
+            | CorruptKind::TrailingData(_) => "the archive is damaged or was not written by cryptimg; verify it, or use another copy",
+            _ => "check the whole image for a full report, or restore from a backup",
         }
     }
 }
@@ -100,6 +151,9 @@ pub enum Error {
     NoSpace { needed_blocks: u64, free_blocks: u64 },
     /// Fault injection (`CRYPTIMG_FAIL_AFTER_WRITES`) stopped the operation.
     InjectedFault { writes: u64 },
+    /// A broken internal invariant: a bug in cryptimg, not a problem with the
+    /// input or the arguments.
+    Internal(&'static str),
 }
 
 impl Error {
@@ -119,17 +173,19 @@ impl Error {
         }
     }
 
-    /// A one-line hint for a human on what to do next.
+    /// A one-line hint for a human on what to do next. It names no command
+    /// or flag: the binaries, which know their own, add those.
     pub fn hint(&self) -> &'static str {
         match self {
             Error::Io { .. } => "check the path, permissions and free disk space",
-            Error::Corrupt { .. } => "run `fsck-crypt check IMAGE` for a full report",
+            Error::Corrupt { kind, .. } => kind.hint(),
             Error::Unsupported(_) => "use a newer cryptimg, or rebuild the image",
-            Error::Invalid(_) => "see --help for the accepted arguments",
-            Error::WrongKey { .. } => "pass the key files whose identifiers the image needs (`fsck-crypt info IMAGE`)",
-            Error::AuthFailed { .. } => "the key may be wrong or the image tampered with; run `fsck-crypt check --data`",
-            Error::NoSpace { .. } => "raise --size, or omit it to let the image grow",
+            Error::Invalid(_) => "check the arguments and try again",
+            Error::WrongKey { .. } => "supply the key files whose identifiers the image needs (the image's info lists them)",
+            Error::AuthFailed { .. } => "the key may be wrong or the image tampered with; a data scrub shows which extents are damaged",
+            Error::NoSpace { .. } => "allow a larger image, or let it grow as needed",
             Error::InjectedFault { .. } => "unset CRYPTIMG_FAIL_AFTER_WRITES",
+            Error::Internal(_) => "this is a bug in cryptimg; please report it with the command that triggered it",
         }
     }
 
@@ -165,6 +221,7 @@ impl fmt::Display for Error {
             Error::InjectedFault { writes } => {
                 write!(f, "injected fault after {writes} writes (CRYPTIMG_FAIL_AFTER_WRITES)")
             }
+            Error::Internal(what) => write!(f, "internal error: {what}"),
         }
     }
 }
@@ -186,7 +243,7 @@ impl From<fscrypt::Error> for Error {
                 let kind = match kind {
                     fscrypt::CorruptKind::BadLength { field, value } => CorruptKind::BadValue { field, value },
                     fscrypt::CorruptKind::Truncated { needed, available } => CorruptKind::Truncated { needed, available },
-                    fscrypt::CorruptKind::MissingNul => CorruptKind::Other("symlink blob does not end in a NUL byte"),
+                    fscrypt::CorruptKind::MissingNul => CorruptKind::BadSymlink("it does not end in a NUL byte"),
                 };
                 Error::corrupt(kind, what, None)
             }

@@ -18,6 +18,101 @@ pub enum Severity {
     Error,
 }
 
+/// Declares [`Code`]: each finding code with its severity and a one-line
+/// meaning (the README's table lists the same codes; a test keeps them equal).
+macro_rules! codes {
+    ($($(#[$doc:meta])* $name:ident = $s:literal, $sev:ident, $meaning:literal;)*) => {
+        /// A finding's stable code. The first letter of its text form is its
+        /// severity: `E_` error, `W_` warning, `I_` info.
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+        #[non_exhaustive]
+        pub enum Code {
+            $($(#[$doc])* #[doc = $meaning] $name,)*
+        }
+
+        impl Code {
+            /// Every code, in the order the checker's phases find them.
+            pub const ALL: &'static [Code] = &[$(Code::$name,)*];
+
+            /// The stable text form, e.g. `E_EXTENT_OVERLAP`.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $(Code::$name => $s,)*
+                }
+            }
+
+            /// How bad a finding with this code is.
+            pub fn severity(self) -> Severity {
+                match self {
+                    $(Code::$name => Severity::$sev,)*
+                }
+            }
+
+            /// What the code means, in one line.
+            pub fn meaning(self) -> &'static str {
+                match self {
+                    $(Code::$name => $meaning,)*
+                }
+            }
+        }
+    };
+}
+
+codes! {
+    NoSuperblock = "E_NO_SUPERBLOCK", Error, "neither superblock slot holds a valid superblock";
+    SuperblockSlot = "W_SUPERBLOCK_SLOT", Warning, "one superblock slot is damaged, stale, from another image or in the wrong slot";
+    SuperblockNewer = "E_SUPERBLOCK_NEWER", Error, "a damaged superblock slot belonged to a newer generation than the one in use";
+    Truncated = "E_TRUNCATED", Error, "the image file is shorter than the superblock says";
+    TrailingBytes = "I_TRAILING_BYTES", Info, "the file has bytes past the image's last block (harmless)";
+    MetaBlock = "E_META_BLOCK", Error, "a metadata block fails its magic, crc32c, block number or generation check";
+    MetaCrc = "E_META_CRC", Error, "every metadata block is intact but the stream's crc32c differs";
+    MetaDecode = "E_META_DECODE", Error, "the metadata stream does not decode";
+    Context = "E_CONTEXT", Error, "an encryption context is malformed";
+    ExtentLen = "E_EXTENT_LEN", Error, "an extent has zero or too many blocks";
+    ExtentBounds = "E_EXTENT_BOUNDS", Error, "an extent lies outside the image or inside the metadata region";
+    ExtentOverlap = "E_EXTENT_OVERLAP", Error, "two extents share blocks";
+    Refcount = "E_REFCOUNT", Error, "an extent's refcount differs from the references to it";
+    ExtentUnreferenced = "W_EXTENT_UNREFERENCED", Warning, "an extent no file uses";
+    AllocMap = "E_ALLOC_MAP", Error, "the allocation map marks blocks an extent uses as free";
+    BlocksLeaked = "W_BLOCKS_LEAKED", Warning, "the allocation map marks blocks as used that nothing uses";
+    Root = "E_ROOT", Error, "a snapshot's root is missing or not a directory";
+    DanglingEntry = "E_DANGLING_ENTRY", Error, "a directory entry names a missing inode";
+    DirCycle = "E_DIR_CYCLE", Error, "the directory graph has a cycle or a directory with two parents";
+    Orphan = "E_ORPHAN", Error, "an inode no directory reaches";
+    Nlink = "E_NLINK", Error, "an inode's link count differs from the entries naming it";
+    NameLen = "E_NAME_LEN", Error, "an encrypted name has an impossible length";
+    DupName = "E_DUP_NAME", Error, "two entries of a directory have the same encrypted name";
+    SymlinkBlob = "E_SYMLINK_BLOB", Error, "a symlink's encrypted target is malformed";
+    FileMap = "E_FILE_MAP", Error, "a file's extent map overlaps, runs past its size or past an extent";
+    DanglingExtent = "E_DANGLING_EXTENT", Error, "a file names an extent that does not exist";
+    KeyUnused = "W_KEY_UNUSED", Warning, "a given key matches no context in the image";
+    KeyMissing = "I_KEY_MISSING", Info, "contexts whose key was not given could not be verified";
+    NameDecrypt = "E_NAME_DECRYPT", Error, "a name does not decrypt to a valid name with its key";
+    NameInvalid = "E_NAME_INVALID", Error, "a name decrypts to a reserved name (`.`, `..`, or one with `/` or NUL)";
+    DupNameDecrypted = "E_DUP_NAME_DECRYPTED", Error, "two entries of a directory decrypt to the same name";
+    SymlinkDecrypt = "E_SYMLINK_DECRYPT", Error, "a symlink target does not decrypt to a valid target";
+    DataCrc = "E_DATA_CRC", Error, "an extent's ciphertext fails its crc32c (data scrub)";
+    DataRead = "E_DATA_READ", Error, "an extent's ciphertext could not be read (data scrub)";
+}
+
+impl std::fmt::Display for Code {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for Code {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl PartialEq<&str> for Code {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
 /// Where a finding is.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct Where {
@@ -38,7 +133,8 @@ pub struct Where {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Finding {
     /// Stable machine-readable code, e.g. `E_EXTENT_OVERLAP`.
-    pub code: &'static str,
+    pub code: Code,
+    /// The code's severity (repeated so the JSON report carries it).
     pub severity: Severity,
     #[serde(rename = "where")]
     pub at: Where,
@@ -47,10 +143,11 @@ pub struct Finding {
 }
 
 impl Finding {
-    pub fn new(code: &'static str, severity: Severity, message: impl Into<String>, hint: &'static str) -> Self {
+    /// A finding with `code` (which fixes its severity).
+    pub fn new(code: Code, message: impl Into<String>, hint: &'static str) -> Self {
         Finding {
             code,
-            severity,
+            severity: code.severity(),
             at: Where::default(),
             message: message.into(),
             hint,
@@ -120,5 +217,59 @@ impl std::fmt::Display for Finding {
             write!(f, " [{at}]")?;
         }
         write!(f, " (hint: {})", self.hint)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn severity_matches_the_code_prefix() {
+        for c in Code::ALL {
+            let want = match &c.as_str()[..2] {
+                "E_" => Severity::Error,
+                "W_" => Severity::Warning,
+                "I_" => Severity::Info,
+                p => panic!("{c}: unknown prefix {p}"),
+            };
+            assert_eq!(c.severity(), want, "{c}");
+        }
+    }
+
+    #[test]
+    fn codes_are_unique() {
+        let mut v: Vec<&str> = Code::ALL.iter().map(|c| c.as_str()).collect();
+        v.sort_unstable();
+        let n = v.len();
+        v.dedup();
+        assert_eq!(v.len(), n);
+    }
+
+    /// The README's findings table lists exactly the codes of [`Code`], each
+    /// with its severity.
+    #[test]
+    fn readme_table_lists_every_code() {
+        let readme = include_str!("../../README.md");
+        let mut rows = Vec::new();
+        for line in readme.lines() {
+            let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+            if cells.len() >= 4 && cells[1].starts_with('`') && cells[1].ends_with('`') {
+                let code = cells[1].trim_matches('`');
+                if code.len() > 2 && matches!(&code[..2], "E_" | "W_" | "I_") {
+                    rows.push((code.to_string(), cells[2].to_string()));
+                }
+            }
+        }
+        for c in Code::ALL {
+            let row = rows.iter().find(|(code, _)| code == c.as_str());
+            let Some((_, sev)) = row else {
+                panic!("README.md's findings table has no row for {c}");
+            };
+            assert_eq!(sev, c.severity().as_str(), "README.md severity of {c}");
+        }
+        for (code, _) in &rows {
+            assert!(Code::ALL.iter().any(|c| c.as_str() == code), "README.md lists unknown code {code}");
+        }
     }
 }

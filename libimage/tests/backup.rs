@@ -52,11 +52,11 @@ fn dir_entries(d: &Path) -> Vec<String> {
 fn image_state(p: &Path) -> (u64, Vec<String>, Vec<u8>) {
     let i = Image::open(p, Access::ReadOnly).unwrap();
     let mut canon = Vec::new();
-    for s in &i.meta.snapshots {
+    for s in &i.meta().snapshots {
         canon.extend(canon_snapshot(&i, &s.name).unwrap());
     }
     let mut data = Vec::new();
-    for e in i.meta.extents.values() {
+    for e in i.meta().extents.values() {
         data.extend(i.read_blocks(e.start, u64::from(e.blocks)).unwrap());
     }
     (i.superblock().generation, canon, data)
@@ -83,11 +83,11 @@ fn keyless_round_trip_is_exact() {
         Image::open(&dst, Access::ReadOnly).unwrap(),
     );
     assert_eq!(si.superblock().uuid, di.superblock().uuid);
-    assert_eq!(si.meta.snapshots[0].policy, di.meta.snapshots[0].policy);
-    assert_eq!(si.meta.snapshots[0].created, di.meta.snapshots[0].created);
+    assert_eq!(si.meta().snapshots[0].policy, di.meta().snapshots[0].policy);
+    assert_eq!(si.meta().snapshots[0].created, di.meta().snapshots[0].created);
     // Shared extents stay shared: as many extents as the original holds (the
     // partly referenced one included).
-    assert_eq!(si.meta.extents.len(), di.meta.extents.len());
+    assert_eq!(si.meta().extents.len(), di.meta().extents.len());
     // Nothing else left behind.
     assert_eq!(dir_entries(t.path()), vec!["dst.img", "src.img"]);
     // A second backup of the restored image restores to the same again.

@@ -143,7 +143,7 @@ fn deterministic_nonces_differ_for_different_content() {
         let p = t.path().join(format!("{i}.img"));
         create_image(&p, Source::Dir(&src), &key(4), &det, &Quiet).unwrap();
         let img = Image::open(&p, Access::ReadOnly).unwrap();
-        nonces.extend(img.meta.extents.values().map(|e| e.ctx.nonce));
+        nonces.extend(img.meta().extents.values().map(|e| e.ctx.nonce));
     }
     assert_eq!(nonces.len(), 2);
     assert_ne!(nonces[0], nonces[1], "same path, different content reused a nonce");

@@ -155,7 +155,7 @@ fn digest(p: &Path, keys: &[u8], with_keys: bool) -> String {
     let img = Image::open(p, Access::ReadOnly).unwrap();
     let kr = ring(keys);
     let mut out = String::new();
-    let mut snaps: Vec<_> = img.meta.snapshots.iter().collect();
+    let mut snaps: Vec<_> = img.meta().snapshots.iter().collect();
     snaps.sort_by(|a, b| a.name.cmp(&b.name));
     for s in snaps {
         let r = TreeReader::new(&img, s, &kr);
@@ -372,7 +372,7 @@ fn lazy_rekey_then_reencrypt_of_shared_and_twice_referenced_extents() {
         }
     }
     // The hard-linked file is one inode: one copy per extent.
-    for e in i.meta.extents.values() {
+    for e in i.meta().extents.values() {
         if ids.contains(&e.id) {
             assert_eq!(e.refcount, 1);
         } else {
@@ -392,15 +392,15 @@ fn snapshot_shares_and_delete_frees() {
     create(&img, &tree, A);
     let (alloc0, ext0, len0) = {
         let i = Image::open(&img, Access::ReadOnly).unwrap();
-        (i.meta.alloc.clone(), i.meta.extents.clone(), fs::metadata(&img).unwrap().len())
+        (i.meta().alloc.clone(), i.meta().extents.clone(), fs::metadata(&img).unwrap().len())
     };
     do_snapshot(&img, "main", "user").unwrap();
     check_clean(&img);
     {
         let i = Image::open(&img, Access::ReadOnly).unwrap();
-        assert_eq!(i.meta.alloc, alloc0, "no data blocks allocated");
-        assert_eq!(i.meta.extents.keys().collect::<Vec<_>>(), ext0.keys().collect::<Vec<_>>());
-        for (id, e) in &i.meta.extents {
+        assert_eq!(i.meta().alloc, alloc0, "no data blocks allocated");
+        assert_eq!(i.meta().extents.keys().collect::<Vec<_>>(), ext0.keys().collect::<Vec<_>>());
+        for (id, e) in &i.meta().extents {
             assert_eq!(e.refcount, 2 * ext0[id].refcount);
             assert_eq!((e.start, e.crc), (ext0[id].start, ext0[id].crc));
         }
@@ -421,7 +421,7 @@ fn snapshot_shares_and_delete_frees() {
     assert_eq!(r.unchanged, 0);
     let unique: Vec<(u64, u64)> = {
         let i = Image::open(&img, Access::ReadOnly).unwrap();
-        i.meta
+        i.meta()
             .extents
             .values()
             .filter(|e| e.ctx.key == id(B))
@@ -432,13 +432,13 @@ fn snapshot_shares_and_delete_frees() {
     do_delete(&img, "user").unwrap();
     check_clean(&img);
     let i = Image::open(&img, Access::ReadOnly).unwrap();
-    assert_eq!(i.meta.snapshots.len(), 1);
-    assert_eq!(i.meta.alloc, alloc0, "only main's blocks stay allocated");
+    assert_eq!(i.meta().snapshots.len(), 1);
+    assert_eq!(i.meta().alloc, alloc0, "only main's blocks stay allocated");
     let sb = i.superblock();
     for (s, l) in unique {
         assert!(s + l <= sb.meta_start || s >= sb.meta_start + sb.meta_blocks, "{s}+{l} is metadata");
     }
-    for (id, e) in &i.meta.extents {
+    for (id, e) in &i.meta().extents {
         assert_eq!(e.refcount, ext0[id].refcount);
     }
     drop(i);
@@ -459,7 +459,7 @@ fn update_keeps_unchanged_files_shared() {
     let f = fixture();
     let img = &f.img;
     do_rekey(img, "user", &[A], B, false).unwrap();
-    let before = Image::open(img, Access::ReadOnly).unwrap().meta.clone();
+    let before = Image::open(img, Access::ReadOnly).unwrap().meta().clone();
     let opts = UpdateOptions {
         time: T,
         ..Default::default()
@@ -467,7 +467,7 @@ fn update_keeps_unchanged_files_shared() {
     let r = update_with(img, "user", &f.tree, &[B], &opts).unwrap();
     assert_eq!((r.stats.files, r.stats.extents, r.extents_freed), (0, 0, 0), "{r:?}");
     assert_eq!(r.unchanged, 7, "{r:?}");
-    let after = Image::open(img, Access::ReadOnly).unwrap().meta.clone();
+    let after = Image::open(img, Access::ReadOnly).unwrap().meta().clone();
     assert_eq!(after.extents, before.extents, "every extent still shared");
     // One file changes: only it is rewritten, under B.
     fs::write(f.tree.join("usr/share/big.bin"), pattern(5, 9000)).unwrap();
@@ -476,11 +476,11 @@ fn update_keeps_unchanged_files_shared() {
     check_clean(img);
     assert_eq!(snapshot_keys(img, "user"), sorted(vec![id(A), id(B)]));
     let i = Image::open(img, Access::ReadOnly).unwrap();
-    let b_extents: Vec<_> = i.meta.extents.values().filter(|e| e.ctx.key == id(B)).collect();
+    let b_extents: Vec<_> = i.meta().extents.values().filter(|e| e.ctx.key == id(B)).collect();
     assert_eq!(b_extents.len(), 1);
     assert_eq!(b_extents[0].refcount, 1);
     assert_eq!(
-        i.meta.extents.values().filter(|e| e.refcount == 2).count(),
+        i.meta().extents.values().filter(|e| e.refcount == 2).count(),
         before.extents.len() - 2
     );
     drop(i);

@@ -120,10 +120,10 @@ fn vendor_user_story_through_the_binary() {
     let img = p("img");
 
     // snapshot: metadata only.
-    let alloc0 = Image::open(&img, Access::ReadOnly).unwrap().meta.alloc.clone();
+    let alloc0 = Image::open(&img, Access::ReadOnly).unwrap().meta().alloc.clone();
     let out = ok(&["snapshot", &s("img"), "--from", "main", "--name", "user"]);
     assert!(out.contains("no data copied"), "{out}");
-    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().meta.alloc, alloc0);
+    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().meta().alloc, alloc0);
 
     // Lazy rekey.
     let out = ok(&[
@@ -274,7 +274,7 @@ fn vendor_user_story_through_the_binary() {
     let r: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert!(r["extents_freed"].as_u64().unwrap() >= 1, "{r}");
     clean(&img);
-    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().meta.alloc, alloc0);
+    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().meta().alloc, alloc0);
     extract(&img, "main", &[&p("A")], &p("x6")).unwrap();
     let err = fails(&["delete", &s("img"), "--snapshot", "main"], 8);
     assert!(err.contains("only snapshot"), "{err}");

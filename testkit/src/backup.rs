@@ -89,9 +89,7 @@ impl Tree<'_> {
 
     fn file(&mut self, size: u64, map: Vec<MapEntry>) -> u64 {
         for m in &map {
-            if let Some(e) = self.img.meta.extents.get_mut(&m.extent) {
-                e.refcount += 1;
-            }
+            self.img.add_refs(m.extent, 1).expect("the extent was just written");
         }
         self.inode(S_IFREG | 0o644, size, Body::File { map })
     }
@@ -122,12 +120,12 @@ pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
     let mut img = Image::create(f, path, rng.arr16(), 0)?;
     img.commit(1)?;
     let main = build_tree(&mut img, &mut rng, "main", None)?;
-    img.meta.snapshots.push(main);
+    img.snapshots_mut().push(main);
     img.commit(2)?;
     if second {
-        let base = img.meta.snapshots[0].clone();
+        let base = img.meta().snapshots[0].clone();
         let s2 = build_tree(&mut img, &mut rng, "s2", Some(&base))?;
-        img.meta.snapshots.push(s2);
+        img.snapshots_mut().push(s2);
         img.commit(3)?;
     }
     drop(img);
@@ -145,9 +143,7 @@ fn build_tree(img: &mut Image, rng: &mut TestRng, name: &str, base: Option<&Snap
             for i in s.inodes.values() {
                 if let Body::File { map } = &i.body {
                     for m in map {
-                        if let Some(e) = img.meta.extents.get_mut(&m.extent) {
-                            e.refcount += 1;
-                        }
+                        img.add_refs(m.extent, 1)?;
                     }
                 }
             }
@@ -179,7 +175,7 @@ fn build_tree(img: &mut Image, rng: &mut TestRng, name: &str, base: Option<&Snap
             }) = t.snap.inodes.remove(&vino)
             {
                 for m in map {
-                    t.img.unref_extent(m.extent);
+                    t.img.drop_ref(m.extent);
                 }
             }
             if let Some(Inode {

@@ -202,7 +202,7 @@ impl MetaLoadError {
     pub fn into_error(self) -> Error {
         match self {
             MetaLoadError::Blocks(mut v) if !v.is_empty() => v.swap_remove(0),
-            MetaLoadError::Blocks(_) => Error::corrupt(CorruptKind::Other("metadata region"), "metadata region", None),
+            MetaLoadError::Blocks(_) => Error::Internal("the metadata region was reported damaged without naming a block"),
             MetaLoadError::Read(e) | MetaLoadError::StreamCrc(e) | MetaLoadError::Decode(e) => e,
         }
     }
@@ -312,7 +312,10 @@ pub struct Image {
     path: PathBuf,
     sb: Superblock,
     /// The metadata of the working state (committed + uncommitted changes).
-    pub meta: Metadata,
+    /// Private: extent refcounts and the allocation state change only through
+    /// the methods below ([`Image::record_extent`], [`Image::add_refs`],
+    /// [`Image::drop_ref`]), the one owner of those invariants.
+    meta: Metadata,
     free: FreeMap,
     pending_free: Vec<(u64, u64)>,
     io: BlockIo,
@@ -327,9 +330,11 @@ impl Image {
     pub fn open(path: &Path, access: Access) -> Result<Image> {
         let (img, findings) = Image::open_unchecked(path, access)?;
         if let Some(f) = findings.into_iter().find(|f| f.severity == Severity::Error) {
+            let at = f.at.to_string();
+            let what = if at.is_empty() { f.message } else { format!("{at}: {}", f.message) };
             return Err(Error::corrupt(
-                CorruptKind::Other(f.code),
-                format!("{} (run fsck-crypt check)", f),
+                CorruptKind::Finding(f.code),
+                format!("image metadata ({what})"),
                 None,
             ));
         }
@@ -569,7 +574,7 @@ impl Image {
 
     /// Drops one reference to an extent; at zero its blocks are freed when the
     /// operation commits.
-    pub fn unref_extent(&mut self, id: u64) {
+    pub fn drop_ref(&mut self, id: u64) {
         if let Some(e) = self.meta.extents.get_mut(&id) {
             e.refcount = e.refcount.saturating_sub(1);
             if e.refcount == 0 {
@@ -578,6 +583,58 @@ impl Image {
                 self.pending_free.push((s, l));
             }
         }
+    }
+
+    /// Adds `n` references to extent `id` (file-map entries that now name
+    /// it). Fails, changing nothing, if the extent does not exist or its
+    /// refcount would overflow.
+    pub fn add_refs(&mut self, id: u64, n: u32) -> Result<()> {
+        let e = self
+            .meta
+            .extents
+            .get_mut(&id)
+            .ok_or(Error::corrupt(CorruptKind::Dangling { what: "extent", id }, "extent table", None))?;
+        e.refcount = e.refcount.checked_add(n).ok_or_else(|| {
+            Error::Invalid(format!(
+                "extent {id} would be referenced more than {} times; delete a snapshot first",
+                u32::MAX
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Sets the crc32c recorded for extent `id` (a restore learns it only
+    /// after writing the extent's last block).
+    pub fn set_extent_crc(&mut self, id: u64, crc: u32) {
+        if let Some(e) = self.meta.extents.get_mut(&id) {
+            e.crc = crc;
+        }
+    }
+
+    /// The working metadata.
+    pub fn meta(&self) -> &Metadata {
+        &self.meta
+    }
+
+    /// The snapshots, to add, remove or edit trees. Extent references made
+    /// or dropped by an edit go through [`Image::add_refs`] and
+    /// [`Image::drop_ref`]; the next open (and `check`) refuses a refcount
+    /// that disagrees with the file maps.
+    pub fn snapshots_mut(&mut self) -> &mut Vec<crate::format::snapshot::Snapshot> {
+        &mut self.meta.snapshots
+    }
+
+    /// The whole metadata, mutable, for the checker's repair: it recomputes
+    /// refcounts and the allocation map from the file maps wholesale.
+    pub(crate) fn meta_for_repair(&mut self) -> &mut Metadata {
+        &mut self.meta
+    }
+
+    /// The whole metadata, mutable, bypassing every invariant. Only for tests
+    /// and fixture generators that damage images on purpose.
+    #[doc(hidden)]
+    pub fn meta_mut_unchecked(&mut self) -> &mut Metadata {
+        &mut self.meta
     }
 
     /// Makes the working state durable with an atomic superblock flip.

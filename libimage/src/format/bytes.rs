@@ -85,7 +85,7 @@ impl<'a> Reader<'a> {
     pub fn finish(&self) -> Result<()> {
         if self.remaining() != 0 {
             return Err(Error::corrupt(
-                CorruptKind::Other("trailing bytes after the last record"),
+                CorruptKind::TrailingData("the last record"),
                 self.what,
                 Some(self.offset()),
             ));
@@ -143,4 +143,11 @@ pub(crate) fn le32_at(buf: &[u8], off: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&buf[off..off + 4]);
     u32::from_le_bytes(a)
+}
+
+/// Reads a little-endian u64 at a fixed offset of a buffer known to be long enough.
+pub(crate) fn le64_at(buf: &[u8], off: usize) -> u64 {
+    let mut a = [0u8; 8];
+    a.copy_from_slice(&buf[off..off + 8]);
+    u64::from_le_bytes(a)
 }

@@ -49,7 +49,7 @@ impl Extent {
         let crc = r.u32()?;
         let ctx = ExtentContext::from_bytes(&r.array::<EXTENT_CTX_LEN>()?);
         if r.u16()? != 0 {
-            return Err(r.err(CorruptKind::Other("extent record reserved bytes are not zero")));
+            return Err(r.err(CorruptKind::NotZero("extent record reserved bytes")));
         }
         Ok(Extent {
             id,

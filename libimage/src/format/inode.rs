@@ -217,7 +217,7 @@ impl Inode {
         let rdev = r.u64()?;
         let nx = r.u16()? as usize;
         if r.u16()? != 0 {
-            return Err(r.err(CorruptKind::Other("inode reserved bytes are not zero")));
+            return Err(r.err(CorruptKind::NotZero("inode reserved bytes")));
         }
         let mut xattrs = Vec::with_capacity(nx.min(r.remaining() / 6));
         for _ in 0..nx {

@@ -16,11 +16,15 @@
 //! including the generation catches stale blocks left by an older commit.
 
 use crate::error::{CorruptKind, Error, Result};
-use crate::format::bytes::le32_at;
+use crate::format::bytes::{le32_at, le64_at};
 use crate::BLOCK_SIZE;
 
 /// `CIMD`
 pub const MAGIC: [u8; 4] = *b"CIMD";
+/// Offset of the crc32c.
+pub const OFF_CRC: usize = 4;
+/// Offset of the generation.
+pub const OFF_GENERATION: usize = 8;
 /// Header length.
 pub const HEADER: usize = 16;
 /// Payload bytes per block.
@@ -33,7 +37,7 @@ pub fn blocks_for(len: usize) -> u64 {
 
 fn block_crc(blockno: u64, block: &[u8]) -> u32 {
     let mut c = crc32c::crc32c(&blockno.to_le_bytes());
-    c = crc32c::crc32c_append(c, &block[8..BLOCK_SIZE]);
+    c = crc32c::crc32c_append(c, &block[OFF_GENERATION..BLOCK_SIZE]);
     c
 }
 
@@ -43,12 +47,12 @@ pub fn encode(stream: &[u8], start: u64, generation: u64) -> Vec<u8> {
     let mut out = vec![0u8; n * BLOCK_SIZE];
     for (i, blk) in out.chunks_mut(BLOCK_SIZE).enumerate() {
         blk[0..4].copy_from_slice(&MAGIC);
-        blk[8..16].copy_from_slice(&generation.to_le_bytes());
+        blk[OFF_GENERATION..HEADER].copy_from_slice(&generation.to_le_bytes());
         let lo = (i * PAYLOAD).min(stream.len());
         let hi = ((i + 1) * PAYLOAD).min(stream.len());
         blk[HEADER..HEADER + (hi - lo)].copy_from_slice(&stream[lo..hi]);
         let crc = block_crc(start + i as u64, blk);
-        blk[4..8].copy_from_slice(&crc.to_le_bytes());
+        blk[OFF_CRC..OFF_GENERATION].copy_from_slice(&crc.to_le_bytes());
     }
     out
 }
@@ -70,7 +74,7 @@ pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]>
     if block[0..4] != MAGIC {
         return Err(Error::corrupt(CorruptKind::BadMagic, format!("metadata block {blockno}"), Some(at)));
     }
-    let stored = le32_at(block, 4);
+    let stored = le32_at(block, OFF_CRC);
     let computed = block_crc(blockno, block);
     if stored != computed {
         return Err(Error::corrupt(
@@ -79,9 +83,7 @@ pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]>
             Some(at),
         ));
     }
-    let mut g = [0u8; 8];
-    g.copy_from_slice(&block[8..16]);
-    let g = u64::from_le_bytes(g);
+    let g = le64_at(block, OFF_GENERATION);
     if g != generation {
         return Err(Error::corrupt(
             CorruptKind::BadValue {
@@ -89,10 +91,21 @@ pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]>
                 value: g,
             },
             format!("metadata block {blockno} (expected generation {generation})"),
-            Some(at + 8),
+            Some(at + OFF_GENERATION as u64),
         ));
     }
     Ok(&block[HEADER..])
+}
+
+/// Checks one block whose generation is not known in advance: the
+/// generation it claims, when it is intact under that claim. For the checker,
+/// which looks for evidence of a newer commit behind a damaged superblock.
+pub fn check_block_any_generation(block: &[u8], blockno: u64) -> Option<u64> {
+    if block.len() != BLOCK_SIZE {
+        return None;
+    }
+    let g = le64_at(block, OFF_GENERATION);
+    check_block(block, blockno, g).is_ok().then_some(g)
 }
 
 #[cfg(test)]
@@ -118,6 +131,8 @@ mod tests {
         // wrong start block or generation is detected
         assert!(decode(&enc, 6, 3, stream.len()).is_err());
         assert!(decode(&enc, 5, 4, stream.len()).is_err());
+        assert_eq!(check_block_any_generation(&enc[..BLOCK_SIZE], 5), Some(3));
+        assert_eq!(check_block_any_generation(&enc[..BLOCK_SIZE], 6), None);
         for off in (0..enc.len()).step_by(97) {
             let mut c = enc.clone();
             c[off] ^= 1;

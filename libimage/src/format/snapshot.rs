@@ -51,9 +51,9 @@ impl Snapshot {
         let at = r.offset();
         let nl = r.u8()? as usize;
         let name = String::from_utf8(r.take(nl)?.to_vec())
-            .map_err(|_| Error::corrupt(CorruptKind::Other("snapshot name is not UTF-8"), "snapshot record", Some(at)))?;
+            .map_err(|_| Error::corrupt(CorruptKind::BadName("snapshot name is not UTF-8"), "snapshot record", Some(at)))?;
         if let Err(why) = check_name(&name) {
-            return Err(Error::corrupt(CorruptKind::Other(why), "snapshot record", Some(at)));
+            return Err(Error::corrupt(CorruptKind::BadName(why), "snapshot record", Some(at)));
         }
         let policy = KeyId(r.array()?);
         let root = r.u64()?;

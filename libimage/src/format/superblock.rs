@@ -36,6 +36,12 @@ use crate::BLOCK_SIZE;
 pub const MAGIC: [u8; 8] = *b"CRYPTIMG";
 /// The only format version this build reads and writes.
 pub const VERSION: u32 = 1;
+/// Offset of the block size field.
+pub const OFF_BLOCK_SIZE: usize = 12;
+/// Offset of the generation field.
+pub const OFF_GENERATION: usize = 16;
+/// Offset of the `meta_start` field.
+pub const OFF_META_START: usize = 80;
 /// Offset of the crc32c in a slot.
 pub const OFF_CRC: usize = 4092;
 /// Offset where the reserved tail starts (must be zero).
@@ -83,8 +89,7 @@ impl Superblock {
             ));
         }
         let block = &block[..BLOCK_SIZE];
-        let mut r = Reader::new(block, at, what);
-        if r.array::<8>()? != MAGIC {
+        if block[..MAGIC.len()] != MAGIC {
             return Err(Error::corrupt(CorruptKind::BadMagic, what, Some(at)));
         }
         let stored = le32_at(block, OFF_CRC);
@@ -96,19 +101,49 @@ impl Superblock {
                 Some(at + OFF_CRC as u64),
             ));
         }
-        let version = r.u32()?;
+        let (version, bs, sb) = Superblock::decode(block, at, what)?;
         if version != VERSION {
             return Err(Error::Unsupported(format!(
                 "{what}: format version {version} (this build reads version {VERSION})"
             )));
         }
-        let bs = r.u32()?;
         if bs as usize != BLOCK_SIZE {
-            return Err(r.err(CorruptKind::BadValue {
-                field: "block_size",
-                value: bs.into(),
-            }));
+            return Err(Error::corrupt(
+                CorruptKind::BadValue {
+                    field: "block_size",
+                    value: bs.into(),
+                },
+                what,
+                Some(at + OFF_BLOCK_SIZE as u64),
+            ));
         }
+        if sb.generation % 2 != slot {
+            return Err(Error::corrupt(
+                CorruptKind::BadValue {
+                    field: "generation (wrong slot for its parity)",
+                    value: sb.generation,
+                },
+                what,
+                Some(at + OFF_GENERATION as u64),
+            ));
+        }
+        let unknown = sb.feature_incompat & !INCOMPAT_SUPPORTED;
+        if unknown != 0 {
+            return Err(Error::Unsupported(format!(
+                "{what}: unknown incompatible feature flags {unknown:#x}; this image needs a newer cryptimg"
+            )));
+        }
+        sb.validate_geometry(what, at)?;
+        Ok(sb)
+    }
+
+    /// Decodes the fields after the magic number, checking nothing but
+    /// their presence: (format version, block size, fields).
+    fn decode(block: &[u8], at: u64, what: &'static str) -> Result<(u32, u32, Superblock)> {
+        let mut r = Reader::new(block, at, what);
+        r.array::<8>()?;
+        let version = r.u32()?;
+        let bs = r.u32()?;
         let sb = Superblock {
             generation: r.u64()?,
             uuid: r.array()?,
@@ -126,24 +161,21 @@ impl Superblock {
                 r.i64()?
             },
         };
-        if sb.generation % 2 != slot {
-            return Err(Error::corrupt(
-                CorruptKind::BadValue {
-                    field: "generation (wrong slot for its parity)",
-                    value: sb.generation,
-                },
-                what,
-                Some(at + 16),
-            ));
+        debug_assert_eq!(r.offset() - at, OFF_RESERVED as u64);
+        Ok((version, bs, sb))
+    }
+
+    /// What a slot that fails validation still claims: its fields, read
+    /// without checking the crc32c, version or geometry, when at least the
+    /// magic number survives (`None` otherwise). For the checker, which must
+    /// tell a damaged newer commit from a damaged older one; never use these
+    /// values to read the image.
+    pub fn claimed(block: &[u8]) -> Option<Superblock> {
+        let block = block.get(..BLOCK_SIZE)?;
+        if block[..MAGIC.len()] != MAGIC {
+            return None;
         }
-        let unknown = sb.feature_incompat & !INCOMPAT_SUPPORTED;
-        if unknown != 0 {
-            return Err(Error::Unsupported(format!(
-                "{what}: unknown incompatible feature flags {unknown:#x}; this image needs a newer cryptimg"
-            )));
-        }
-        sb.validate_geometry(what, at)?;
-        Ok(sb)
+        Superblock::decode(block, 0, "superblock").ok().map(|(_, _, sb)| sb)
     }
 
     fn validate_geometry(&self, what: &'static str, at: u64) -> Result<()> {
@@ -235,6 +267,20 @@ mod tests {
             c[byte] ^= 0x10;
             assert!(Superblock::from_bytes(&c, 1).is_err(), "flip at {byte} accepted");
         }
+    }
+
+    #[test]
+    fn claimed_reads_a_damaged_slot_while_its_magic_survives() {
+        let mut b = sample().to_bytes();
+        b[200] ^= 1; // reserved byte: crc32c fails
+        assert!(Superblock::from_bytes(&b, 1).is_err());
+        let c = Superblock::claimed(&b).unwrap();
+        assert_eq!((c.generation, c.meta_start), (7, 10));
+        assert_eq!(b[OFF_GENERATION], 7);
+        assert_eq!(b[OFF_META_START], 10);
+        b[0] ^= 1;
+        assert!(Superblock::claimed(&b).is_none());
+        assert!(Superblock::claimed(&b[..100]).is_none());
     }
 
     #[test]

@@ -84,8 +84,8 @@ impl<'a> Builder<'a> {
         repro: Reproducible,
         progress: &'a dyn Progress,
     ) -> Result<Self> {
-        let snap = img.meta.snapshot_index(name)?;
-        let policy = img.meta.snapshots[snap].policy;
+        let snap = img.meta().snapshot_index(name)?;
+        let policy = img.meta().snapshots[snap].policy;
         if !key.matches(&policy) {
             return Err(Error::WrongKey {
                 given: vec![key.identifier()],
@@ -113,7 +113,7 @@ impl<'a> Builder<'a> {
         if let Err(why) = crate::format::snapshot::check_name(name) {
             return Err(Error::Invalid(format!("snapshot name {name:?}: {why}")));
         }
-        if img.meta.snapshot(name).is_some() {
+        if img.meta().snapshot(name).is_some() {
             return Err(Error::Invalid(format!("a snapshot named {name:?} already exists")));
         }
         let nonce = if repro.deterministic {
@@ -125,7 +125,7 @@ impl<'a> Builder<'a> {
         let root = Inode::empty_dir(1, 0o755, PolicyContext::new(key.identifier(), nonce), t);
         let mut inodes = std::collections::BTreeMap::new();
         inodes.insert(1, root);
-        img.meta.snapshots.push(Snapshot {
+        img.snapshots_mut().push(Snapshot {
             name: name.to_string(),
             policy: key.identifier(),
             root: 1,
@@ -138,11 +138,11 @@ impl<'a> Builder<'a> {
 
     /// The snapshot being imported into, as it stands.
     pub fn current(&self) -> &Snapshot {
-        &self.img.meta.snapshots[self.snap]
+        &self.img.meta().snapshots[self.snap]
     }
 
     fn snapshot(&mut self) -> &mut Snapshot {
-        &mut self.img.meta.snapshots[self.snap]
+        &mut self.img.snapshots_mut()[self.snap]
     }
 
     fn nonce(&self, parts: &[&[u8]]) -> Result<Nonce> {
@@ -153,7 +153,7 @@ impl<'a> Builder<'a> {
     }
 
     fn path_bytes(&self, path: &[Vec<u8>]) -> Vec<u8> {
-        let mut v = self.img.meta.snapshots[self.snap].name.as_bytes().to_vec();
+        let mut v = self.img.meta().snapshots[self.snap].name.as_bytes().to_vec();
         for c in path {
             v.push(b'/');
             v.extend_from_slice(c);
@@ -164,7 +164,7 @@ impl<'a> Builder<'a> {
     /// The name cipher of directory `dir`, derived once.
     fn cipher(&mut self, dir: u64) -> Result<&NameCipher> {
         if !self.ciphers.contains_key(&dir) {
-            let ctx = match self.img.meta.snapshots[self.snap].inodes.get(&dir).map(|i| &i.body) {
+            let ctx = match self.img.meta().snapshots[self.snap].inodes.get(&dir).map(|i| &i.body) {
                 Some(Body::Dir { ctx, .. }) => *ctx,
                 _ => return Err(Error::Invalid(format!("inode {dir} is not a directory"))),
             };
@@ -186,7 +186,7 @@ impl<'a> Builder<'a> {
         let img = &self.img;
         self.index
             .entry(dir)
-            .or_insert_with(|| match img.meta.snapshots[snap].inodes.get(&dir).map(|i| &i.body) {
+            .or_insert_with(|| match img.meta().snapshots[snap].inodes.get(&dir).map(|i| &i.body) {
                 Some(Body::Dir { entries, .. }) => entries.iter().map(|e| (e.name.clone(), e.ino)).collect(),
                 _ => HashMap::new(),
             })
@@ -202,11 +202,11 @@ impl<'a> Builder<'a> {
     /// Resolves a directory path, creating missing directories (tar archives
     /// may omit them) with mode 0755.
     fn ensure_dir(&mut self, path: &[Vec<u8>]) -> Result<u64> {
-        let mut cur = self.img.meta.snapshots[self.snap].root;
+        let mut cur = self.img.meta().snapshots[self.snap].root;
         for (i, c) in path.iter().enumerate() {
             let (ct, found) = self.lookup(cur, c)?;
             cur = match found {
-                Some(ino) if self.img.meta.snapshots[self.snap].inodes.get(&ino).is_some_and(|i| i.is_dir()) => ino,
+                Some(ino) if self.img.meta().snapshots[self.snap].inodes.get(&ino).is_some_and(|i| i.is_dir()) => ino,
                 Some(_) => return Err(invalid_path(&path[..=i], "a path component is not a directory")),
                 None => {
                     let meta = Meta {
@@ -294,13 +294,13 @@ impl<'a> Builder<'a> {
         if let Some(Inode {
             body: Body::Dir { entries, .. },
             ..
-        }) = self.img.meta.snapshots[snap].inodes.get_mut(&dir)
+        }) = self.img.snapshots_mut()[snap].inodes.get_mut(&dir)
         {
             entries.retain(|e| e.name != ct);
         }
         let mut doomed = vec![ino];
         while let Some(i) = doomed.pop() {
-            let inodes = &mut self.img.meta.snapshots[snap].inodes;
+            let inodes = &mut self.img.snapshots_mut()[snap].inodes;
             let Some(node) = inodes.get_mut(&i) else { continue };
             node.nlink = node.nlink.saturating_sub(1);
             if node.nlink > 0 {
@@ -311,7 +311,7 @@ impl<'a> Builder<'a> {
             self.ciphers.remove(&i);
             match node.body {
                 Body::Dir { entries, .. } => doomed.extend(entries.iter().map(|e| e.ino)),
-                Body::File { map } => map.iter().for_each(|m| self.img.unref_extent(m.extent)),
+                Body::File { map } => map.iter().for_each(|m| self.img.drop_ref(m.extent)),
                 _ => {}
             }
         }
@@ -352,9 +352,7 @@ impl<'a> Builder<'a> {
                         None => Nonce::random()?,
                     };
                     let id = self.img.write_extent(self.key, nonce, run)?;
-                    if let Some(e) = self.img.meta.extents.get_mut(&id) {
-                        e.refcount = 1;
-                    }
+                    self.img.add_refs(id, 1)?;
                     self.stats.extents += 1;
                     map.push(MapEntry {
                         lblk,
@@ -387,14 +385,14 @@ impl<'a> Builder<'a> {
         }
         let Some((name, parent_path)) = path.split_last() else {
             // The root directory: take its metadata.
-            let root = self.img.meta.snapshots[self.snap].root;
+            let root = self.img.meta().snapshots[self.snap].root;
             self.set_dir_meta(root, &e.meta)?;
             return Ok(());
         };
         let parent = self.ensure_dir(parent_path)?;
         let (ct, existing) = self.lookup(parent, name)?;
         if let Some(old) = existing {
-            let old_is_dir = self.img.meta.snapshots[self.snap].inodes.get(&old).is_some_and(|i| i.is_dir());
+            let old_is_dir = self.img.meta().snapshots[self.snap].inodes.get(&old).is_some_and(|i| i.is_dir());
             if old_is_dir && matches!(e.kind, SourceKind::Dir) {
                 self.set_dir_meta(old, &e.meta)?;
                 return Ok(());
@@ -431,7 +429,7 @@ impl<'a> Builder<'a> {
                 let ino = self
                     .resolve(&target)?
                     .ok_or_else(|| invalid_path(&path, &format!("hard link target {} does not exist", display_path(&target))))?;
-                if self.img.meta.snapshots[self.snap].inodes.get(&ino).is_some_and(|i| i.is_dir()) {
+                if self.img.meta().snapshots[self.snap].inodes.get(&ino).is_some_and(|i| i.is_dir()) {
                     return Err(invalid_path(&path, "hard link to a directory"));
                 }
                 self.stats.hardlinks += 1;
@@ -448,9 +446,9 @@ impl<'a> Builder<'a> {
 
     /// Resolves a path to an inode without creating anything.
     pub fn resolve(&mut self, path: &[Vec<u8>]) -> Result<Option<u64>> {
-        let mut cur = self.img.meta.snapshots[self.snap].root;
+        let mut cur = self.img.meta().snapshots[self.snap].root;
         for c in path {
-            if !self.img.meta.snapshots[self.snap].inodes.get(&cur).is_some_and(|i| i.is_dir()) {
+            if !self.img.meta().snapshots[self.snap].inodes.get(&cur).is_some_and(|i| i.is_dir()) {
                 return Ok(None);
             }
             match self.lookup(cur, c)?.1 {
@@ -463,7 +461,7 @@ impl<'a> Builder<'a> {
 
     /// Puts every directory's entries in canonical (ciphertext) order.
     pub fn finish(self) -> BuildStats {
-        let snap = &mut self.img.meta.snapshots[self.snap];
+        let snap = &mut self.img.snapshots_mut()[self.snap];
         for dir in self.index.keys() {
             if let Some(Inode {
                 body: Body::Dir { entries, .. },

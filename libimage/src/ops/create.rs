@@ -173,7 +173,7 @@ pub struct SnapshotInfo {
 pub fn info(img: &Image) -> ImageInfo {
     let sb = img.superblock();
     let snapshots = img
-        .meta
+        .meta()
         .snapshots
         .iter()
         .map(|s| {
@@ -182,7 +182,7 @@ pub fn info(img: &Image) -> ImageInfo {
             for i in s.inodes.values() {
                 if let crate::format::inode::Body::File { map } = &i.body {
                     for m in map {
-                        if let (true, Some(e)) = (seen.insert(m.extent), img.meta.extents.get(&m.extent)) {
+                        if let (true, Some(e)) = (seen.insert(m.extent), img.meta().extents.get(&m.extent)) {
                             *by_key.entry(e.ctx.key.to_string()).or_insert(0) += 1;
                         }
                     }
@@ -207,7 +207,7 @@ pub fn info(img: &Image) -> ImageInfo {
         max_blocks: sb.max_blocks,
         free_blocks: img.free_blocks(),
         commit_time: sb.commit_time,
-        extents: img.meta.extents.len(),
+        extents: img.meta().extents.len(),
         snapshots,
     }
 }

@@ -40,7 +40,7 @@ fn truncated(needed: u64, available: u64, what: impl Into<String>, at: u64) -> E
 }
 
 fn malformed(why: &'static str, what: impl Into<String>, at: u64) -> Error {
-    Error::corrupt(CorruptKind::Other(why), what, Some(at))
+    Error::corrupt(CorruptKind::BadHeader(why), what, Some(at))
 }
 
 fn too_big(field: &'static str, value: u64, max: u64, at: u64) -> Error {

@@ -228,7 +228,7 @@ impl<W: Write> Ctx<'_, W> {
             Body::Symlink { ctx, blob } => {
                 h.typeflag = b'2';
                 let ct = crate::format::inode::symlink_ciphertext(blob)
-                    .ok_or_else(|| Error::corrupt(CorruptKind::Other("malformed symlink blob"), format!("inode {}", ino.ino), None))?;
+                    .ok_or_else(|| Error::corrupt(CorruptKind::BadSymlink("no ciphertext in it"), format!("inode {}", ino.ino), None))?;
                 let target = b64(ct);
                 h.linkname = truncated(target.as_bytes());
                 push_record(&mut recs, K_LINKPATH.as_bytes(), target.as_bytes());
@@ -297,7 +297,10 @@ impl<W: Write> Ctx<'_, W> {
                     S_IFSOCK => b'0',
                     _ => {
                         return Err(Error::corrupt(
-                            CorruptKind::Other("special inode of unknown type"),
+                            CorruptKind::BadValue {
+                                field: "special inode file type",
+                                value: u64::from(ino.mode & S_IFMT),
+                            },
                             format!("inode {}", ino.ino),
                             None,
                         ))
@@ -339,7 +342,7 @@ impl<W: Write> Ctx<'_, W> {
                         stored: want,
                         computed: got,
                     },
-                    format!("image extent data at block {start} (backing up {path}); run fsck-crypt check --data"),
+                    format!("image extent data at block {start} (backing up {path})"),
                     Some(start * BLOCK_SIZE as u64),
                 ));
             }

@@ -72,7 +72,7 @@ pub struct Manifest {
 }
 
 fn manifest_err(why: String) -> Error {
-    Error::corrupt(CorruptKind::Other("invalid manifest"), format!("backup manifest ({why})"), None)
+    Error::corrupt(CorruptKind::BadManifest, format!("backup manifest ({why})"), None)
 }
 
 /// Parses exactly `n` hex digits of lowercase hex.

@@ -82,7 +82,7 @@ impl Ustar {
     /// Decodes a header written by [`Ustar::encode`], strictly: magic,
     /// version, checksum and every numeric field's exact form.
     pub fn decode(h: &[u8; TAR_BLOCK], offset: u64) -> Result<Ustar> {
-        let bad = |why: &'static str| Error::corrupt(CorruptKind::Other(why), "backup tar header", Some(offset));
+        let bad = |why: &'static str| Error::corrupt(CorruptKind::BadHeader(why), "backup tar header", Some(offset));
         if &h[257..263] != b"ustar\0" || &h[263..265] != b"00" {
             return Err(bad("not a POSIX ustar header (bad magic or version)"));
         }
@@ -170,7 +170,7 @@ pub fn parse_records(data: &[u8], offset: u64) -> Result<Vec<Record<'_>>> {
     let mut out: Vec<Record<'_>> = Vec::new();
     let mut pos = 0;
     while pos < data.len() {
-        let bad = |why: &'static str| Error::corrupt(CorruptKind::Other(why), "backup pax extended header", Some(offset + pos as u64));
+        let bad = |why: &'static str| Error::corrupt(CorruptKind::BadHeader(why), "backup pax extended header", Some(offset + pos as u64));
         let rest = &data[pos..];
         let sp = rest
             .iter()
@@ -266,7 +266,7 @@ impl<W: Write> PaxWriter<W> {
     /// with [`PaxWriter::data`] and calls [`PaxWriter::end_data`].
     pub fn begin(&mut self, hdr: &Ustar, mut records: Vec<u8>, data_crc: u32) -> Result<()> {
         if self.data_left != 0 {
-            return Err(Error::Invalid("internal: previous member data not complete".into()));
+            return Err(Error::Internal("previous member data not complete"));
         }
         let c = crc32c::crc32c_combine(crc32c::crc32c(&records), data_crc, hdr.size as usize);
         push_record(&mut records, CRC_KEY.as_bytes(), format!("{c:08x}").as_bytes());
@@ -301,7 +301,7 @@ impl<W: Write> PaxWriter<W> {
     /// Writes member data whose crc32c the caller has computed.
     pub fn data(&mut self, b: &[u8], crc: u32) -> Result<()> {
         if b.len() as u64 > self.data_left {
-            return Err(Error::Invalid("internal: more member data than declared".into()));
+            return Err(Error::Internal("more member data than declared"));
         }
         self.data_left -= b.len() as u64;
         self.raw(b, crc)
@@ -310,7 +310,7 @@ impl<W: Write> PaxWriter<W> {
     /// Pads the member data to a block.
     pub fn end_data(&mut self) -> Result<()> {
         if self.data_left != 0 {
-            return Err(Error::Invalid("internal: member data shorter than declared".into()));
+            return Err(Error::Internal("member data shorter than declared"));
         }
         let pad = padding(self.data_len);
         self.raw_plain(&ZERO_BLOCK[..pad])
@@ -407,7 +407,7 @@ impl<R: Read> PaxReader<R> {
     /// zero blocks, then only zero bytes up to the end of the stream).
     pub fn next_member(&mut self) -> Result<Option<RawMember>> {
         if self.data_left != 0 {
-            return Err(Error::Invalid("internal: previous member data not consumed".into()));
+            return Err(Error::Internal("previous member data not consumed"));
         }
         if self.ended {
             return Ok(None);
@@ -419,7 +419,7 @@ impl<R: Read> PaxReader<R> {
             let h2 = self.block("the end-of-archive marker")?;
             if h2 != ZERO_BLOCK {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("a lone zero block inside the archive"),
+                    CorruptKind::BadArchive("a lone zero block inside the archive"),
                     "backup archive",
                     Some(offset),
                 ));
@@ -493,7 +493,7 @@ impl<R: Read> PaxReader<R> {
     /// Reads member data; returns the crc32c of `buf`.
     pub fn data(&mut self, buf: &mut [u8]) -> Result<u32> {
         if buf.len() as u64 > self.data_left {
-            return Err(Error::Invalid("internal: reading past the member data".into()));
+            return Err(Error::Internal("reading past the member data"));
         }
         let c = self.fill(buf, "member data")?;
         self.data_left -= buf.len() as u64;
@@ -504,7 +504,7 @@ impl<R: Read> PaxReader<R> {
     /// padding must be zero.
     pub fn end_data(&mut self) -> Result<()> {
         if self.data_left != 0 {
-            return Err(Error::Invalid("internal: member data not fully read".into()));
+            return Err(Error::Internal("member data not fully read"));
         }
         self.skip_padding(self.data_len, "member data padding")
     }
@@ -515,7 +515,7 @@ impl<R: Read> PaxReader<R> {
         let mut b = [0u8; TAR_BLOCK];
         self.fill(&mut b[..pad], what)?;
         if b[..pad].iter().any(|&x| x != 0) {
-            return Err(Error::corrupt(CorruptKind::Other("non-zero padding"), what, Some(at)));
+            return Err(Error::corrupt(CorruptKind::NotZero("padding bytes"), what, Some(at)));
         }
         Ok(())
     }
@@ -533,7 +533,7 @@ impl<R: Read> PaxReader<R> {
             self.pos += n as u64;
             if let Some(i) = b[..n].iter().position(|&x| x != 0) {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("data after the end-of-archive marker"),
+                    CorruptKind::TrailingData("the end-of-archive marker"),
                     "backup archive",
                     Some(at + i as u64),
                 ));

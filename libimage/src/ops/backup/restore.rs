@@ -95,7 +95,7 @@ struct RestoreSink<'a> {
 
 fn member_err(m: &Member, why: String) -> Error {
     Error::corrupt(
-        CorruptKind::Other("cannot restore member"),
+        CorruptKind::BadMember("cannot be restored"),
         format!("backup member {:?}: {why}", m.path),
         Some(m.offset),
     )
@@ -103,15 +103,11 @@ fn member_err(m: &Member, why: String) -> Error {
 
 impl RestoreSink<'_> {
     fn img(&mut self) -> Result<&mut Image> {
-        self.img
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("internal: no image before the manifest".into()))
+        self.img.as_mut().ok_or(Error::Internal("no image before the manifest"))
     }
 
     fn snap(&mut self) -> Result<&mut Snapshot> {
-        self.snap
-            .as_mut()
-            .ok_or_else(|| Error::Invalid("internal: no snapshot before the manifest".into()))
+        self.snap.as_mut().ok_or(Error::Internal("no snapshot before the manifest"))
     }
 
     /// The rebuilt extent for `key`, allocated on first use.
@@ -156,14 +152,14 @@ impl RestoreSink<'_> {
     /// Writes the blocks of `data` (blocks `off..` of the extent) not yet written.
     fn put(&mut self, ctx: &[u8; EXTENT_CTX_LEN], off: u32, data: &[u8], crc: u32) -> Result<()> {
         let Some(r) = self.exts.get_mut(ctx) else {
-            return Err(Error::Invalid("internal: data for an unknown extent".into()));
+            return Err(Error::Internal("data for an unknown extent"));
         };
         if r.reused {
             return Ok(());
         }
         let start = r.start;
         let runs = r.segs.add(off, data, crc);
-        let img = self.img.as_mut().ok_or_else(|| Error::Invalid("internal: no image".into()))?;
+        let img = self.img.as_mut().ok_or(Error::Internal("no image"))?;
         for (i, n) in runs {
             let s = i as usize * BLOCK_SIZE;
             img.write_blocks(start + u64::from(off + i), &data[s..s + n as usize * BLOCK_SIZE])?;
@@ -193,7 +189,7 @@ impl RestoreSink<'_> {
         // Extents: zero the blocks no item brought, then the crc32c.
         let mut exts: Vec<&mut RExt> = self.exts.values_mut().filter(|r| !r.reused).collect();
         exts.sort_by_key(|r| r.id);
-        let img = self.img.as_mut().ok_or_else(|| Error::Invalid("internal: no image".into()))?;
+        let img = self.img.as_mut().ok_or(Error::Internal("no image"))?;
         for r in exts {
             let complete = r.segs.complete(r.key.blocks);
             for (s, n) in r.segs.gaps(r.key.blocks) {
@@ -216,11 +212,9 @@ impl RestoreSink<'_> {
                     None,
                 ));
             }
-            if let Some(e) = img.meta.extents.get_mut(&r.id) {
-                e.crc = crc;
-            }
+            img.set_extent_crc(r.id, crc);
         }
-        let mut snap = self.snap.take().ok_or_else(|| Error::Invalid("internal: no snapshot".into()))?;
+        let mut snap = self.snap.take().ok_or(Error::Internal("no snapshot"))?;
         for i in snap.inodes.values_mut() {
             if let Body::Dir { entries, .. } = &mut i.body {
                 entries.sort_unstable();
@@ -228,7 +222,7 @@ impl RestoreSink<'_> {
         }
         snap.next_ino = snap.inodes.keys().next_back().map_or(2, |k| k + 1);
         let name = snap.name.clone();
-        img.meta.snapshots.push(snap);
+        img.snapshots_mut().push(snap);
         // Belt and braces: the keyless structural checks the image reader
         // will apply (the allocation map is rebuilt by the commit).
         let geo = Geometry {
@@ -236,13 +230,13 @@ impl RestoreSink<'_> {
             meta_start: 0,
             meta_blocks: 0,
         };
-        if let Some(f) = check_metadata(&img.meta, geo)
+        if let Some(f) = check_metadata(img.meta(), geo)
             .into_iter()
             .find(|f| f.severity == Severity::Error && f.code != "E_ALLOC_MAP")
         {
             return Err(Error::corrupt(
-                CorruptKind::Other("the restored snapshot would be inconsistent"),
-                format!("backup (snapshot {name:?}: {f})"),
+                CorruptKind::Finding(f.code),
+                format!("backup (the restored snapshot {name:?} would be inconsistent: {f})"),
                 None,
             ));
         }
@@ -277,7 +271,7 @@ impl Sink for RestoreSink<'_> {
             self.img = Some(img);
         }
         let img = self.img()?;
-        if img.meta.snapshot(&name).is_some() {
+        if img.meta().snapshot(&name).is_some() {
             return Err(Error::Invalid(format!(
                 "the image already has a snapshot named {name:?}; choose another with --snapshot"
             )));
@@ -315,12 +309,7 @@ impl Sink for RestoreSink<'_> {
                 let mut map = Vec::with_capacity(items.len());
                 for it in items {
                     let id = self.extent(m, &it.ext)?;
-                    if let Some(e) = self.img()?.meta.extents.get_mut(&id) {
-                        e.refcount = e
-                            .refcount
-                            .checked_add(1)
-                            .ok_or_else(|| Error::Invalid("extent refcount overflow".into()))?;
-                    }
+                    self.img()?.add_refs(id, 1)?;
                     map.push(MapEntry {
                         lblk: it.lblk,
                         blocks: it.count,
@@ -396,7 +385,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
         let img = Image::open(image, Access::ReadWrite)?;
         let len = img.file().metadata().map_err(|e| Error::io("stat of the image", e))?.len();
         if let Some(n) = &opts.snapshot {
-            if img.meta.snapshot(n).is_some() {
+            if img.meta().snapshot(n).is_some() {
                 return Err(Error::Invalid(format!(
                     "the image already has a snapshot named {n:?}; choose another with --snapshot"
                 )));
@@ -416,7 +405,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
     let existing = img
         .as_ref()
         .map(|i| {
-            i.meta
+            i.meta()
                 .extents
                 .values()
                 .map(|e| {

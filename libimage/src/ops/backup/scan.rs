@@ -17,7 +17,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::format::*;
-use super::pax::{parse_records, PaxReader, RawMember, Record, CRC_KEY};
+use super::pax::{parse_records, PaxReader, RawMember, Record, Ustar, CRC_KEY};
 use super::segments::Segments;
 use crate::error::{CorruptKind, Error, Result};
 use crate::format::inode::{S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
@@ -160,7 +160,7 @@ struct Walker<'s, R: Read> {
 }
 
 fn corrupt_at(why: &'static str, what: String, at: u64) -> Error {
-    Error::corrupt(CorruptKind::Other(why), what, Some(at))
+    Error::corrupt(CorruptKind::BadMember(why), what, Some(at))
 }
 
 /// Scans a whole archive, calling `sink` for each part. Any error stops it.
@@ -224,7 +224,7 @@ impl<'a> Records<'a> {
             let ok = KNOWN.iter().any(|k| k.as_bytes() == r.key) || (r.key.starts_with(K_XATTR.as_bytes()) && r.key.len() > K_XATTR.len());
             if !ok {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("unknown pax keyword"),
+                    CorruptKind::BadHeader("unknown pax keyword"),
                     format!("backup member (keyword {:?})", String::from_utf8_lossy(r.key)),
                     Some(at),
                 ));
@@ -250,6 +250,149 @@ impl<'a> Records<'a> {
     }
 }
 
+/// One member being validated: its records, and how errors name it.
+struct MemberCtx<'r, 'a> {
+    recs: &'r Records<'a>,
+    /// The path as shown in errors (lossy, at most 300 bytes).
+    shown: String,
+    /// Archive offset of the member's header.
+    at: u64,
+}
+
+impl MemberCtx<'_, '_> {
+    fn bad(&self, why: &'static str) -> Error {
+        corrupt_at(why, format!("backup member {:?}", self.shown), self.at)
+    }
+
+    fn badf(&self, why: String) -> Error {
+        Error::corrupt(
+            CorruptKind::BadMember("its records are inconsistent"),
+            format!("backup member {:?}: {why}", self.shown),
+            Some(self.at),
+        )
+    }
+
+    /// The mode's file type, checked against the member type (and the root
+    /// against being a directory).
+    fn file_type(&self, u: &Ustar, is_root: bool) -> Result<u32> {
+        let ftype = u.mode & S_IFMT;
+        if u.mode & !(S_IFMT | 0o7777) != 0 {
+            return Err(self.bad("mode has bits outside the type and permission bits"));
+        }
+        let type_ok = match u.typeflag {
+            b'5' => ftype == S_IFDIR,
+            b'0' => ftype == S_IFREG || ftype == S_IFSOCK,
+            b'2' => ftype == S_IFLNK,
+            b'1' => ftype != S_IFDIR,
+            b'3' => ftype == S_IFCHR,
+            b'4' => ftype == S_IFBLK,
+            b'6' => ftype == S_IFIFO,
+            _ => return Err(self.badf(format!("unsupported member type {:?}", u.typeflag as char))),
+        };
+        if !type_ok {
+            return Err(self.bad("the mode's file type disagrees with the member type"));
+        }
+        if is_root && u.typeflag != b'5' {
+            return Err(self.bad("the root ./ is not a directory"));
+        }
+        Ok(ftype)
+    }
+
+    /// A decimal pax record, or `fallback` from the ustar header, at most `max`.
+    fn num(&self, key: &str, fallback: u64, max: u64) -> Result<u64> {
+        let v = match self.recs.get(key) {
+            Some(v) => parse_dec(v).ok_or_else(|| self.badf(format!("pax {key} is not a decimal number")))?,
+            None => fallback,
+        };
+        if v > max {
+            return Err(self.badf(format!("{key} {v} is out of range (max {max})")));
+        }
+        Ok(v)
+    }
+
+    fn time(&self, key: &str) -> Result<Timespec> {
+        let v = self.recs.get(key).ok_or_else(|| self.badf(format!("missing pax {key}")))?;
+        parse_time(v).ok_or_else(|| self.badf(format!("pax {key} is not a valid time")))
+    }
+
+    /// Mode, owner, device number, times and xattrs.
+    fn standard_meta(&self, u: &Ustar) -> Result<Meta> {
+        let uid = self.num(K_UID, u.uid, u32::MAX.into())? as u32;
+        let gid = self.num(K_GID, u.gid, u32::MAX.into())? as u32;
+        let major = self.num(K_DEVMAJOR, u.devmajor, u32::MAX.into())?;
+        let minor = self.num(K_DEVMINOR, u.devminor, u32::MAX.into())?;
+        let rdev = dev_join(major, minor).ok_or_else(|| self.bad("device number out of range"))?;
+        let (atime, mtime, ctime) = (self.time(K_ATIME)?, self.time(K_MTIME)?, self.time(K_CTIME)?);
+        let xattrs = self.recs.xattrs();
+        crate::format::inode::check_xattrs(&xattrs).map_err(|e| self.badf(format!("xattrs: {e}")))?;
+        Ok(Meta {
+            mode: u.mode,
+            uid,
+            gid,
+            atime,
+            mtime,
+            ctime,
+            rdev,
+            xattrs,
+        })
+    }
+
+    /// Fails if any of `keys` is present.
+    fn forbid(&self, keys: &[&str]) -> Result<()> {
+        for k in keys {
+            if self.recs.get(k).is_some() {
+                return Err(self.badf(format!("{k} is not allowed on this member type")));
+            }
+        }
+        Ok(())
+    }
+
+    fn policy(&self) -> Result<PolicyContext> {
+        let v = self.recs.get(K_POLICY).ok_or_else(|| self.bad("missing CRYPTIMG.policy"))?;
+        let b = unhex(v, POLICY_CTX_LEN).ok_or_else(|| self.bad("CRYPTIMG.policy is not 80 lowercase hex digits"))?;
+        let mut a = [0u8; POLICY_CTX_LEN];
+        a.copy_from_slice(&b);
+        let ctx = PolicyContext::from_bytes(&a);
+        ctx.validate().map_err(|why| self.badf(format!("CRYPTIMG.policy: {why}")))?;
+        Ok(ctx)
+    }
+
+    fn inode_size(&self, max: u64) -> Result<u64> {
+        let v = self.recs.get(K_SIZE).ok_or_else(|| self.bad("missing CRYPTIMG.size"))?;
+        let s = parse_dec(v).ok_or_else(|| self.bad("CRYPTIMG.size is not a decimal number"))?;
+        if s > max {
+            return Err(self.badf(format!("CRYPTIMG.size {s} is out of range (max {max})")));
+        }
+        Ok(s)
+    }
+
+    fn no_data(&self, len: u64) -> Result<()> {
+        if len != 0 {
+            return Err(self.badf(format!(
+                "sizes disagree: a member of this type has no data, but {len} bytes are declared"
+            )));
+        }
+        Ok(())
+    }
+
+    /// A symlink: its policy, blob, size and linkpath, which must agree.
+    fn symlink(&self) -> Result<(Kind, u64)> {
+        let ctx = self.policy()?;
+        let v = self.recs.get(K_SYMLINK).ok_or_else(|| self.bad("missing CRYPTIMG.symlink"))?;
+        let blob = unhex_var(v, SYMLINK_MAX + 3).ok_or_else(|| self.bad("CRYPTIMG.symlink is not lowercase hex of at most 4096 bytes"))?;
+        let ct = crate::format::inode::symlink_ciphertext(&blob)
+            .ok_or_else(|| self.bad("CRYPTIMG.symlink is not a valid encrypted symlink blob"))?;
+        let size = self.inode_size(SYMLINK_MAX as u64)?;
+        if size == 0 || size > ct.len() as u64 {
+            return Err(self.bad("sizes disagree: the symlink target length does not fit its ciphertext"));
+        }
+        if self.recs.get(K_LINKPATH) != Some(b64(ct).as_bytes()) {
+            return Err(self.bad("linkpath is not the no-key form of CRYPTIMG.symlink"));
+        }
+        Ok((Kind::Symlink { ctx, blob }, size))
+    }
+}
+
 impl<R: Read> Walker<'_, R> {
     fn run(&mut self) -> Result<ScanReport> {
         let manifest = self.read_manifest()?;
@@ -257,7 +400,7 @@ impl<R: Read> Walker<'_, R> {
         loop {
             let Some(raw) = self.r.next_member()? else {
                 return Err(Error::corrupt(
-                    CorruptKind::Other("the archive ends without its trailer member (truncated or cut at a member boundary)"),
+                    CorruptKind::BadArchive("the archive ends without its trailer member (truncated or cut at a member boundary)"),
                     "backup archive",
                     Some(self.r.pos()),
                 ));
@@ -465,207 +608,109 @@ impl<R: Read> Walker<'_, R> {
         ))
     }
 
+    /// Validates one tree member, hands it and its data to the sink, and
+    /// registers it in the tree. The steps run in a fixed order, so the first
+    /// problem an archive has is always the one reported.
     fn member(&mut self, raw: &RawMember, recs: &Records<'_>) -> Result<()> {
         let at = raw.offset;
-        let u = &raw.ustar;
         let path_b = recs
             .get(K_PATH)
             .ok_or_else(|| corrupt_at("member has no pax path record", "backup member".into(), at))?;
-        let shown = String::from_utf8_lossy(&path_b[..path_b.len().min(300)]).into_owned();
-        let bad = |why: &'static str| corrupt_at(why, format!("backup member {shown:?}"), at);
-        let badf = |why: String| {
-            Error::corrupt(
-                CorruptKind::Other("invalid member"),
-                format!("backup member {shown:?}: {why}"),
-                Some(at),
-            )
+        let mc = MemberCtx {
+            recs,
+            shown: String::from_utf8_lossy(&path_b[..path_b.len().min(300)]).into_owned(),
+            at,
         };
+        let u = &raw.ustar;
         let is_dir = u.typeflag == b'5';
         let comps = Self::split_path(path_b, is_dir, at)?;
-        let is_root = comps.is_none();
+        self.check_root_first(&mc, comps.is_none())?;
+        let ftype = mc.file_type(u, comps.is_none())?;
+        let meta = mc.standard_meta(u)?;
+        let data_len = self.data_len(raw, recs)?;
+        let (parent, name_ct, comp) = self.place(&mc, comps.as_deref())?;
+        let (kind, size, ino) = self.type_records(&mc, u.typeflag, ftype, data_len)?;
+        let m = Member {
+            ino,
+            parent,
+            path: String::from_utf8_lossy(path_b).into_owned(),
+            name_ct,
+            meta,
+            size,
+            kind,
+            offset: at,
+            data_offset: raw.data_offset,
+        };
+        self.sink.member(&m)?;
+        let data_crc = self.member_data(&m, data_len)?;
+        self.check_crc(raw, recs, data_crc, data_len, &mc.shown)?;
+        self.sink.member_done(&m)?;
+        self.register(&m, comps.as_deref(), comp, is_dir);
+        Ok(())
+    }
+
+    /// The root `./` comes first, and only once.
+    fn check_root_first(&self, mc: &MemberCtx<'_, '_>, is_root: bool) -> Result<()> {
         if is_root != (self.stats.members == 0) {
-            return Err(bad(if is_root {
+            return Err(mc.bad(if is_root {
                 "duplicate path (the root ./ appears twice)"
             } else {
                 "the first member after the manifest is not the root directory ./"
             }));
         }
-        // Type, mode and standard metadata.
-        let ftype = u.mode & S_IFMT;
-        if u.mode & !(S_IFMT | 0o7777) != 0 {
-            return Err(bad("mode has bits outside the type and permission bits"));
-        }
-        let type_ok = match u.typeflag {
-            b'5' => ftype == S_IFDIR,
-            b'0' => ftype == S_IFREG || ftype == S_IFSOCK,
-            b'2' => ftype == S_IFLNK,
-            b'1' => ftype != S_IFDIR,
-            b'3' => ftype == S_IFCHR,
-            b'4' => ftype == S_IFBLK,
-            b'6' => ftype == S_IFIFO,
-            _ => return Err(badf(format!("unsupported member type {:?}", u.typeflag as char))),
-        };
-        if !type_ok {
-            return Err(bad("the mode's file type disagrees with the member type"));
-        }
-        if is_root && u.typeflag != b'5' {
-            return Err(bad("the root ./ is not a directory"));
-        }
-        let num = |key: &str, fallback: u64, max: u64| -> Result<u64> {
-            let v = match recs.get(key) {
-                Some(v) => parse_dec(v).ok_or_else(|| badf(format!("pax {key} is not a decimal number")))?,
-                None => fallback,
-            };
-            if v > max {
-                return Err(badf(format!("{key} {v} is out of range (max {max})")));
-            }
-            Ok(v)
-        };
-        let uid = num(K_UID, u.uid, u32::MAX.into())? as u32;
-        let gid = num(K_GID, u.gid, u32::MAX.into())? as u32;
-        let major = num(K_DEVMAJOR, u.devmajor, u32::MAX.into())?;
-        let minor = num(K_DEVMINOR, u.devminor, u32::MAX.into())?;
-        let rdev = dev_join(major, minor).ok_or_else(|| bad("device number out of range"))?;
-        let time = |key: &str| -> Result<Timespec> {
-            let v = recs.get(key).ok_or_else(|| badf(format!("missing pax {key}")))?;
-            parse_time(v).ok_or_else(|| badf(format!("pax {key} is not a valid time")))
-        };
-        let (atime, mtime, ctime) = (time(K_ATIME)?, time(K_MTIME)?, time(K_CTIME)?);
-        let xattrs = recs.xattrs();
-        crate::format::inode::check_xattrs(&xattrs).map_err(|e| badf(format!("xattrs: {e}")))?;
-        let data_len = self.data_len(raw, recs)?;
+        Ok(())
+    }
 
-        // Name and place in the tree.
-        let (parent, name_ct, comp) = match &comps {
-            None => {
-                if recs.get(K_NAME).is_some() {
-                    return Err(bad("the root has a CRYPTIMG.name"));
-                }
-                (0, Vec::new(), String::new())
+    /// The member's parent, encrypted name and last path component: checks
+    /// that the component is the no-key name of `CRYPTIMG.name` and is new.
+    fn place(&self, mc: &MemberCtx<'_, '_>, comps: Option<&[String]>) -> Result<(u64, Vec<u8>, String)> {
+        let Some(comps) = comps else {
+            if mc.recs.get(K_NAME).is_some() {
+                return Err(mc.bad("the root has a CRYPTIMG.name"));
             }
-            Some(comps) => {
-                let parent = self.parent_of(comps, &shown, at)?;
-                let v = recs.get(K_NAME).ok_or_else(|| bad("missing CRYPTIMG.name"))?;
-                let ct = unb64(v).ok_or_else(|| bad("CRYPTIMG.name is not valid base64url without padding"))?;
-                if !valid_name_ct_len(ct.len()) {
-                    return Err(badf(format!(
-                        "CRYPTIMG.name decodes to {} bytes, not a valid encrypted name length",
-                        ct.len()
-                    )));
-                }
-                let comp = comps[comps.len() - 1].clone();
-                if nokey_name(&ct) != comp {
-                    return Err(bad(
-                        "the name does not match its CRYPTIMG.name (the path component must be its no-key name)",
-                    ));
-                }
-                if self.children.contains_key(&(parent, comp.clone())) {
-                    return Err(bad("duplicate path"));
-                }
-                (parent, ct, comp)
-            }
+            return Ok((0, Vec::new(), String::new()));
         };
+        let parent = self.parent_of(comps, &mc.shown, mc.at)?;
+        let v = mc.recs.get(K_NAME).ok_or_else(|| mc.bad("missing CRYPTIMG.name"))?;
+        let ct = unb64(v).ok_or_else(|| mc.bad("CRYPTIMG.name is not valid base64url without padding"))?;
+        if !valid_name_ct_len(ct.len()) {
+            return Err(mc.badf(format!(
+                "CRYPTIMG.name decodes to {} bytes, not a valid encrypted name length",
+                ct.len()
+            )));
+        }
+        let comp = comps[comps.len() - 1].clone();
+        if nokey_name(&ct) != comp {
+            return Err(mc.bad("the name does not match its CRYPTIMG.name (the path component must be its no-key name)"));
+        }
+        if self.children.contains_key(&(parent, comp.clone())) {
+            return Err(mc.bad("duplicate path"));
+        }
+        Ok((parent, ct, comp))
+    }
 
-        // Type-specific records.
-        let forbid = |keys: &[&str]| -> Result<()> {
-            for k in keys {
-                if recs.get(k).is_some() {
-                    return Err(badf(format!("{k} is not allowed on this member type")));
-                }
-            }
-            Ok(())
-        };
-        let policy = || -> Result<PolicyContext> {
-            let v = recs.get(K_POLICY).ok_or_else(|| bad("missing CRYPTIMG.policy"))?;
-            let b = unhex(v, POLICY_CTX_LEN).ok_or_else(|| bad("CRYPTIMG.policy is not 80 lowercase hex digits"))?;
-            let mut a = [0u8; POLICY_CTX_LEN];
-            a.copy_from_slice(&b);
-            let ctx = PolicyContext::from_bytes(&a);
-            ctx.validate().map_err(|why| badf(format!("CRYPTIMG.policy: {why}")))?;
-            Ok(ctx)
-        };
-        let inode_size = |max: u64| -> Result<u64> {
-            let v = recs.get(K_SIZE).ok_or_else(|| bad("missing CRYPTIMG.size"))?;
-            let s = parse_dec(v).ok_or_else(|| bad("CRYPTIMG.size is not a decimal number"))?;
-            if s > max {
-                return Err(badf(format!("CRYPTIMG.size {s} is out of range (max {max})")));
-            }
-            Ok(s)
-        };
-        let no_data = |len: u64| -> Result<()> {
-            if len != 0 {
-                return Err(badf(format!(
-                    "sizes disagree: a member of this type has no data, but {len} bytes are declared"
-                )));
-            }
-            Ok(())
-        };
-        let mut ino = self.next_ino;
-        let (kind, size) = match u.typeflag {
+    /// The records of each member type: (kind, inode size, inode number).
+    fn type_records(&self, mc: &MemberCtx<'_, '_>, typeflag: u8, ftype: u32, data_len: u64) -> Result<(Kind, u64, u64)> {
+        let ino = self.next_ino;
+        match typeflag {
             b'5' => {
-                forbid(&[K_SYMLINK, K_SIZE, K_EXTENTS, K_EXTINFO, K_LINKPATH, K_MEMBERS, K_ARCHIVE_CRC])?;
-                no_data(data_len)?;
-                (Kind::Dir { ctx: policy()? }, 0)
+                mc.forbid(&[K_SYMLINK, K_SIZE, K_EXTENTS, K_EXTINFO, K_LINKPATH, K_MEMBERS, K_ARCHIVE_CRC])?;
+                mc.no_data(data_len)?;
+                Ok((Kind::Dir { ctx: mc.policy()? }, 0, ino))
             }
             b'2' => {
-                forbid(&[K_EXTENTS, K_EXTINFO, K_MEMBERS, K_ARCHIVE_CRC])?;
-                no_data(data_len)?;
-                let ctx = policy()?;
-                let v = recs.get(K_SYMLINK).ok_or_else(|| bad("missing CRYPTIMG.symlink"))?;
-                let blob =
-                    unhex_var(v, SYMLINK_MAX + 3).ok_or_else(|| bad("CRYPTIMG.symlink is not lowercase hex of at most 4096 bytes"))?;
-                let ct = crate::format::inode::symlink_ciphertext(&blob)
-                    .ok_or_else(|| bad("CRYPTIMG.symlink is not a valid encrypted symlink blob"))?;
-                let size = inode_size(SYMLINK_MAX as u64)?;
-                if size == 0 || size > ct.len() as u64 {
-                    return Err(bad("sizes disagree: the symlink target length does not fit its ciphertext"));
-                }
-                if recs.get(K_LINKPATH) != Some(b64(ct).as_bytes()) {
-                    return Err(bad("linkpath is not the no-key form of CRYPTIMG.symlink"));
-                }
-                (Kind::Symlink { ctx, blob }, size)
+                mc.forbid(&[K_EXTENTS, K_EXTINFO, K_MEMBERS, K_ARCHIVE_CRC])?;
+                mc.no_data(data_len)?;
+                let (kind, size) = mc.symlink()?;
+                Ok((kind, size, ino))
             }
             b'0' if ftype == S_IFREG => {
-                forbid(&[K_POLICY, K_SYMLINK, K_LINKPATH, K_MEMBERS, K_ARCHIVE_CRC])?;
-                let size = inode_size(MAX_FILE_SIZE)?;
-                let items = parse_items(
-                    recs.get(K_EXTENTS).unwrap_or(b""),
-                    recs.get(K_EXTINFO).unwrap_or(b""),
-                    size,
-                    &|why| {
-                        Error::corrupt(
-                            CorruptKind::Other("invalid extents"),
-                            format!("backup member {shown:?}: {why}"),
-                            Some(at),
-                        )
-                    },
-                )?;
-                let stored: u64 = items
-                    .iter()
-                    .filter(|i| i.stored)
-                    .map(|i| u64::from(i.count) * BLOCK_SIZE as u64)
-                    .sum();
-                if stored != data_len {
-                    return Err(badf(format!(
-                        "sizes disagree: the member holds {data_len} bytes but its stored extents are {stored} bytes"
-                    )));
-                }
-                let mut seen: HashMap<[u8; fscrypt::context::EXTENT_CTX_LEN], ExtentKey> = HashMap::new();
-                for it in &items {
-                    let known = self
-                        .extents
-                        .get(&it.ext.ctx)
-                        .map(|(k, _)| *k)
-                        .or_else(|| seen.get(&it.ext.ctx).copied());
-                    if known.is_some_and(|k| k != it.ext) {
-                        return Err(bad("two different extents (length or crc32c) share one extent context"));
-                    }
-                    seen.insert(it.ext.ctx, it.ext);
-                }
-                (Kind::File { items }, size)
+                mc.forbid(&[K_POLICY, K_SYMLINK, K_LINKPATH, K_MEMBERS, K_ARCHIVE_CRC])?;
+                let (kind, size) = self.file(mc, data_len)?;
+                Ok((kind, size, ino))
             }
             b'0' | b'3' | b'4' | b'6' => {
-                forbid(&[
+                mc.forbid(&[
                     K_POLICY,
                     K_SYMLINK,
                     K_SIZE,
@@ -675,65 +720,88 @@ impl<R: Read> Walker<'_, R> {
                     K_MEMBERS,
                     K_ARCHIVE_CRC,
                 ])?;
-                no_data(data_len)?;
-                (Kind::Special, 0)
+                mc.no_data(data_len)?;
+                Ok((Kind::Special, 0, ino))
             }
             b'1' => {
-                forbid(&[K_POLICY, K_SYMLINK, K_SIZE, K_EXTENTS, K_EXTINFO, K_MEMBERS, K_ARCHIVE_CRC])?;
-                no_data(data_len)?;
-                let lp = recs.get(K_LINKPATH).ok_or_else(|| bad("hard link without linkpath"))?;
-                let tcomps = Self::split_path(lp, false, at)?.ok_or_else(|| bad("hard link to the root"))?;
-                let tparent = self.parent_of(&tcomps, &shown, at)?;
-                let target = match self.children.get(&(tparent, tcomps[tcomps.len() - 1].clone())) {
-                    Some(&(t, NodeType::Other)) => t,
-                    Some(_) => return Err(bad("hard link to a directory")),
-                    None => return Err(bad("hard link target is not an earlier member")),
-                };
-                ino = target;
-                (
-                    Kind::HardLink {
-                        target,
-                        target_path: String::from_utf8_lossy(lp).into_owned(),
-                    },
-                    0,
-                )
+                mc.forbid(&[K_POLICY, K_SYMLINK, K_SIZE, K_EXTENTS, K_EXTINFO, K_MEMBERS, K_ARCHIVE_CRC])?;
+                mc.no_data(data_len)?;
+                let (kind, target) = self.hard_link(mc)?;
+                Ok((kind, 0, target))
             }
-            _ => return Err(bad("unsupported member type")),
-        };
-        let m = Member {
-            ino,
-            parent,
-            path: String::from_utf8_lossy(path_b).into_owned(),
-            name_ct,
-            meta: Meta {
-                mode: u.mode,
-                uid,
-                gid,
-                atime,
-                mtime,
-                ctime,
-                rdev,
-                xattrs,
-            },
-            size,
-            kind,
-            offset: at,
-            data_offset: raw.data_offset,
-        };
-        self.sink.member(&m)?;
-        let data_crc = self.member_data(&m, data_len)?;
-        self.check_crc(raw, recs, data_crc, data_len, &shown)?;
-        self.sink.member_done(&m)?;
+            _ => Err(mc.bad("unsupported member type")),
+        }
+    }
 
-        // Register.
+    /// A regular file: its extent items, their stored size against the
+    /// member's data, and one extent per extent context.
+    fn file(&self, mc: &MemberCtx<'_, '_>, data_len: u64) -> Result<(Kind, u64)> {
+        let size = mc.inode_size(MAX_FILE_SIZE)?;
+        let items = parse_items(
+            mc.recs.get(K_EXTENTS).unwrap_or(b""),
+            mc.recs.get(K_EXTINFO).unwrap_or(b""),
+            size,
+            &|why| {
+                Error::corrupt(
+                    CorruptKind::BadMember("invalid extents"),
+                    format!("backup member {:?}: {why}", mc.shown),
+                    Some(mc.at),
+                )
+            },
+        )?;
+        let stored: u64 = items
+            .iter()
+            .filter(|i| i.stored)
+            .map(|i| u64::from(i.count) * BLOCK_SIZE as u64)
+            .sum();
+        if stored != data_len {
+            return Err(mc.badf(format!(
+                "sizes disagree: the member holds {data_len} bytes but its stored extents are {stored} bytes"
+            )));
+        }
+        let mut seen: HashMap<[u8; fscrypt::context::EXTENT_CTX_LEN], ExtentKey> = HashMap::new();
+        for it in &items {
+            let known = self
+                .extents
+                .get(&it.ext.ctx)
+                .map(|(k, _)| *k)
+                .or_else(|| seen.get(&it.ext.ctx).copied());
+            if known.is_some_and(|k| k != it.ext) {
+                return Err(mc.bad("two different extents (length or crc32c) share one extent context"));
+            }
+            seen.insert(it.ext.ctx, it.ext);
+        }
+        Ok((Kind::File { items }, size))
+    }
+
+    /// A hard link: its target must be an earlier non-directory member.
+    /// Returns the kind and the target's inode number.
+    fn hard_link(&self, mc: &MemberCtx<'_, '_>) -> Result<(Kind, u64)> {
+        let lp = mc.recs.get(K_LINKPATH).ok_or_else(|| mc.bad("hard link without linkpath"))?;
+        let tcomps = Self::split_path(lp, false, mc.at)?.ok_or_else(|| mc.bad("hard link to the root"))?;
+        let tparent = self.parent_of(&tcomps, &mc.shown, mc.at)?;
+        let target = match self.children.get(&(tparent, tcomps[tcomps.len() - 1].clone())) {
+            Some(&(t, NodeType::Other)) => t,
+            Some(_) => return Err(mc.bad("hard link to a directory")),
+            None => return Err(mc.bad("hard link target is not an earlier member")),
+        };
+        let kind = Kind::HardLink {
+            target,
+            target_path: String::from_utf8_lossy(lp).into_owned(),
+        };
+        Ok((kind, target))
+    }
+
+    /// Enters a finished member into the tree and the statistics.
+    fn register(&mut self, m: &Member, comps: Option<&[String]>, comp: String, is_dir: bool) {
         let ntype = if is_dir { NodeType::Dir } else { NodeType::Other };
-        if let Some(comps) = &comps {
-            self.children.insert((parent, comp), (ino, ntype));
+        if let Some(comps) = comps {
+            self.children.insert((m.parent, comp), (m.ino, ntype));
             if is_dir {
-                self.dirs.insert(path_hash(&comps.join("/")), ino);
+                self.dirs.insert(path_hash(&comps.join("/")), m.ino);
             }
         } else {
-            self.dirs.insert(path_hash(""), ino);
+            self.dirs.insert(path_hash(""), m.ino);
         }
         if !matches!(m.kind, Kind::HardLink { .. }) {
             self.next_ino += 1;
@@ -746,7 +814,6 @@ impl<R: Read> Walker<'_, R> {
             Kind::Special => self.stats.specials += 1,
             Kind::HardLink { .. } => self.stats.hardlinks += 1,
         }
-        Ok(())
     }
 
     /// Reads a member's data, hands it to the sink and returns its crc32c.

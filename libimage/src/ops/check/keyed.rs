@@ -12,7 +12,7 @@
 use std::collections::BTreeMap;
 
 use crate::engine::image::Keyring;
-use crate::finding::{Finding, Severity};
+use crate::finding::{Code, Finding};
 use crate::format::extent::Extent;
 use crate::format::inode::{symlink_ciphertext, Body};
 use crate::format::meta::Metadata;
@@ -86,10 +86,9 @@ pub(super) fn check(meta: &Metadata, selected: &[&Snapshot], keys: &Keyring, out
         let n = used.get(&id).copied().unwrap_or(0);
         if n == 0 {
             out.push(Finding::new(
-                "W_KEY_UNUSED",
-                Severity::Warning,
+                Code::KeyUnused,
                 format!("key {id} matches no context in the image: it is not a key of this image (wrong key file?)"),
-                "compare with the key ids the image needs (fsck-crypt info IMAGE)",
+                "compare with the key ids the image needs (the image's info lists them)",
             ));
         }
         given.push(KeyUse {
@@ -123,10 +122,9 @@ pub(super) fn check(meta: &Metadata, selected: &[&Snapshot], keys: &Keyring, out
                 }
                 out.push(
                     Finding::new(
-                        "I_KEY_MISSING",
-                        Severity::Info,
+                        Code::KeyMissing,
                         format!("not verifiable without key {id}: {}", what.join(", ")),
-                        "pass that key with --key-file to verify these too",
+                        "give that key too to verify these",
                     )
                     .snapshot(&snap.name),
                 );
@@ -172,8 +170,7 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                     match cipher.decrypt_name(&e.name) {
                         Err(err) => out.push(
                             Finding::new(
-                                "E_NAME_DECRYPT",
-                                Severity::Error,
+                                Code::NameDecrypt,
                                 format!(
                                     "the name of the entry for inode {} in directory {} does not decrypt to a valid name ({err}): \
                                      its ciphertext or the directory's nonce is damaged",
@@ -188,8 +185,7 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                             if name == b"." || name == b".." {
                                 out.push(
                                     Finding::new(
-                                        "E_NAME_INVALID",
-                                        Severity::Error,
+                                        Code::NameInvalid,
                                         format!(
                                             "the entry for inode {} decrypts to the reserved name {:?}",
                                             e.ino,
@@ -210,8 +206,7 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                 for w in plain.windows(2).filter(|w| w[0].0 == w[1].0) {
                     out.push(
                         Finding::new(
-                            "E_DUP_NAME_DECRYPTED",
-                            Severity::Error,
+                            Code::DupNameDecrypted,
                             format!("two entries of directory {} decrypt to the same name", ino.ino),
                             "rename one of the files after extracting",
                         )
@@ -236,7 +231,7 @@ fn names_and_links(snap: &Snapshot, keys: &Keyring, out: &mut Vec<Finding>) {
                 };
                 if let Some(msg) = problem {
                     out.push(
-                        Finding::new("E_SYMLINK_DECRYPT", Severity::Error, msg, "recreate the link")
+                        Finding::new(Code::SymlinkDecrypt, msg, "recreate the link")
                             .snapshot(s)
                             .inode(ino.ino),
                     );

@@ -88,7 +88,7 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     let mut o = Outcome::default();
     let findings = &checked.report.findings;
     let has = |code: &str| findings.iter().any(|f| f.code == code);
-    if !findings.iter().any(|f| REPAIRABLE.contains(&f.code)) {
+    if !findings.iter().any(|f| REPAIRABLE.contains(&f.code.as_str())) {
         return Ok(o);
     }
     let Some(generation) = checked.loaded else {
@@ -118,11 +118,11 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     }
     img.reserve_stored_alloc();
     let time = crate::ops::create::now(Default::default());
-    for si in 0..img.meta.snapshots.len() {
-        fix_tree(&mut img.meta.snapshots[si], keys, time, &mut o)?;
+    for snap in img.snapshots_mut() {
+        fix_tree(snap, keys, time, &mut o)?;
     }
-    fix_refcounts(&mut img.meta, &mut o);
-    if img.meta.alloc != img.meta.alloc_from_extents() {
+    fix_refcounts(img.meta_for_repair(), &mut o);
+    if img.meta().alloc != img.meta().alloc_from_extents() {
         for code in ["E_ALLOC_MAP", "W_BLOCKS_LEAKED"] {
             if has(code) {
                 o.repairs.push(Repair {

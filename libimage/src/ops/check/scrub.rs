@@ -16,7 +16,7 @@ use std::sync::Mutex;
 
 use crate::engine::image::Keyring;
 use crate::error::Result;
-use crate::finding::{Finding, Severity};
+use crate::finding::{Code, Finding};
 use crate::format::extent::MAX_EXTENT_BLOCKS;
 use crate::format::inode::Body;
 use crate::format::meta::Metadata;
@@ -208,8 +208,7 @@ pub(super) fn scrub(
                 bad.push((
                     it.id,
                     Finding::new(
-                        "E_DATA_CRC",
-                        Severity::Error,
+                        Code::DataCrc,
                         format!(
                             "the extent's ciphertext has crc32c {crc:#010x} but its record says {:#010x}: the data is damaged",
                             it.crc
@@ -223,8 +222,7 @@ pub(super) fn scrub(
             Err(msg) => bad.push((
                 it.id,
                 Finding::new(
-                    "E_DATA_READ",
-                    Severity::Error,
+                    Code::DataRead,
                     format!("reading the extent's {} bytes failed: {msg}", it.len),
                     "check the storage the image is on; restore the files using this extent from backup",
                 )

@@ -30,13 +30,13 @@ pub use update::{update, UpdateOptions, UpdateReport};
 
 /// The index of snapshot `name`, or an error listing the snapshots there are.
 pub fn snapshot_index(img: &Image, name: &str) -> Result<usize> {
-    img.meta.snapshot_index(name)
+    img.meta().snapshot_index(name)
 }
 
 /// Per extent id, how many file-map entries of snapshot `si` reference it.
 fn extent_uses(img: &Image, si: usize) -> HashMap<u64, u64> {
     let mut uses: HashMap<u64, u64> = HashMap::new();
-    if let Some(s) = img.meta.snapshots.get(si) {
+    if let Some(s) = img.meta().snapshots.get(si) {
         for ino in s.inodes.values() {
             if let Body::File { map } = &ino.body {
                 for m in map {
@@ -71,7 +71,7 @@ pub fn snapshot(img: &mut Image, from: &str, name: &str, time: i64) -> Result<Sn
     if let Err(why) = crate::format::snapshot::check_name(name) {
         return Err(Error::Invalid(format!("snapshot name {name:?}: {why}")));
     }
-    if img.meta.snapshot(name).is_some() {
+    if img.meta().snapshot(name).is_some() {
         return Err(Error::Invalid(format!(
             "a snapshot named {name:?} already exists; choose another --name or delete it first"
         )));
@@ -91,15 +91,14 @@ pub fn snapshot(img: &mut Image, from: &str, name: &str, time: i64) -> Result<Sn
         bytes_shared += u64::from(e.blocks) * BLOCK_SIZE as u64;
     }
     for (&id, &n) in &uses {
-        if let Some(e) = img.meta.extents.get_mut(&id) {
-            e.refcount += n as u32;
-        }
+        // Within u32: checked against the refcount above.
+        img.add_refs(id, n as u32)?;
     }
-    let mut copy = img.meta.snapshots[si].clone();
+    let mut copy = img.meta().snapshots[si].clone();
     copy.name = name.to_string();
     copy.created = time;
     let inodes = copy.inodes.len();
-    img.meta.snapshots.push(copy);
+    img.snapshots_mut().push(copy);
     let before = img.superblock().meta_bytes;
     img.commit(time)?;
     Ok(SnapshotReport {
@@ -131,16 +130,16 @@ pub struct DeleteReport {
 /// has at least one snapshot): remove the image file instead.
 pub fn delete(img: &mut Image, name: &str, time: i64) -> Result<DeleteReport> {
     let si = snapshot_index(img, name)?;
-    if img.meta.snapshots.len() == 1 {
+    if img.meta().snapshots.len() == 1 {
         return Err(Error::Invalid(format!(
             "snapshot {name:?} is the image's only snapshot; an image keeps at least one (remove the image file instead)"
         )));
     }
     let uses = extent_uses(img, si);
-    let snap = img.meta.snapshots.remove(si);
+    let snap = img.snapshots_mut().remove(si);
     let (mut extents_freed, mut bytes_freed, mut extents_kept) = (0, 0, 0);
     for (id, n) in uses {
-        let Some(e) = img.meta.extents.get(&id) else { continue };
+        let Some(e) = img.meta().extents.get(&id) else { continue };
         if u64::from(e.refcount) <= n {
             extents_freed += 1;
             bytes_freed += u64::from(e.blocks) * BLOCK_SIZE as u64;
@@ -148,7 +147,7 @@ pub fn delete(img: &mut Image, name: &str, time: i64) -> Result<DeleteReport> {
             extents_kept += 1;
         }
         for _ in 0..n {
-            img.unref_extent(id);
+            img.drop_ref(id);
         }
     }
     img.commit(time)?;
@@ -205,8 +204,8 @@ mod tests {
         let ctx = ExtentContext::new(KeyId([1; 16]), Nonce([2; 16]));
         let e1 = img.write_raw_extent(ctx, &[5u8; 3 * BLOCK_SIZE]).unwrap();
         let e2 = img.write_raw_extent(ctx, &[6u8; BLOCK_SIZE]).unwrap();
-        img.meta.extents.get_mut(&e1).unwrap().refcount = 1;
-        img.meta.extents.get_mut(&e2).unwrap().refcount = 2;
+        img.add_refs(e1, 1).unwrap();
+        img.add_refs(e2, 2).unwrap();
         let pol = PolicyContext::new(KeyId([1; 16]), Nonce([3; 16]));
         let map = |v: Vec<(u64, u32, u64)>| Body::File {
             map: v
@@ -224,7 +223,7 @@ mod tests {
         inodes.insert(1, inode(1, S_IFDIR | 0o755, 0, Body::Dir { ctx: pol, entries }));
         inodes.insert(2, inode(2, S_IFREG | 0o644, 4 * 4096, map(vec![(0, 3, e1), (3, 1, e2)])));
         inodes.insert(3, inode(3, S_IFREG | 0o644, 4096, map(vec![(0, 1, e2)])));
-        img.meta.snapshots.push(Snapshot {
+        img.snapshots_mut().push(Snapshot {
             name: "main".into(),
             policy: KeyId([1; 16]),
             root: 1,
@@ -246,20 +245,20 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = raw_image(d.path());
         let mut img = Image::open(&p, Access::ReadWrite).unwrap();
-        let alloc = img.meta.alloc.clone();
+        let alloc = img.meta().alloc.clone();
         let r = snapshot(&mut img, "main", "copy", 5).unwrap();
         assert_eq!((r.inodes, r.extents_shared, r.bytes_shared), (3, 2, 4 * 4096));
         drop(img);
         let mut img = Image::open(&p, Access::ReadWrite).unwrap(); // validated: refcounts exact
-        assert_eq!(img.meta.alloc, alloc);
-        let rc: Vec<u32> = img.meta.extents.values().map(|e| e.refcount).collect();
+        assert_eq!(img.meta().alloc, alloc);
+        let rc: Vec<u32> = img.meta().extents.values().map(|e| e.refcount).collect();
         assert_eq!(rc, vec![2, 4]);
-        assert_eq!(img.meta.snapshot("copy").unwrap().created, 5);
+        assert_eq!(img.meta().snapshot("copy").unwrap().created, 5);
         let r = delete(&mut img, "main", 6).unwrap();
         assert_eq!((r.extents_freed, r.extents_kept), (0, 2));
         drop(img);
         let mut img = Image::open(&p, Access::ReadWrite).unwrap();
-        let rc: Vec<u32> = img.meta.extents.values().map(|e| e.refcount).collect();
+        let rc: Vec<u32> = img.meta().extents.values().map(|e| e.refcount).collect();
         assert_eq!(rc, vec![1, 2]);
         // The last snapshot stays; refusals change no byte.
         let h = hash(&p);
@@ -284,12 +283,12 @@ mod tests {
         // Give `copy` a unique extent instead of extent 1.
         let ctx = ExtentContext::new(KeyId([9; 16]), Nonce([9; 16]));
         let e3 = img.write_raw_extent(ctx, &[8u8; 3 * BLOCK_SIZE]).unwrap();
-        img.meta.extents.get_mut(&e3).unwrap().refcount = 1;
-        let s = img.meta.snapshot_mut("copy").unwrap();
+        img.add_refs(e3, 1).unwrap();
+        let s = img.snapshots_mut().iter_mut().find(|s| s.name == "copy").unwrap();
         if let Body::File { map } = &mut s.inodes.get_mut(&2).unwrap().body {
             map[0].extent = e3;
         }
-        img.unref_extent(1);
+        img.drop_ref(1);
         img.commit(6).unwrap();
         drop(img);
         let mut img = Image::open(&p, Access::ReadWrite).unwrap();
@@ -298,9 +297,9 @@ mod tests {
         assert_eq!((r.extents_freed, r.bytes_freed, r.extents_kept), (1, 3 * 4096, 1));
         drop(img);
         let img = Image::open(&p, Access::ReadOnly).unwrap();
-        assert!(!img.meta.extents.contains_key(&e3));
+        assert!(!img.meta().extents.contains_key(&e3));
         assert!(img.free_blocks() >= free0 + 3 - img.superblock().meta_blocks);
-        assert_eq!(img.meta.extents.values().map(|e| e.refcount).collect::<Vec<_>>(), vec![1, 2]);
+        assert_eq!(img.meta().extents.values().map(|e| e.refcount).collect::<Vec<_>>(), vec![1, 2]);
     }
 
     #[test]
@@ -308,11 +307,11 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = raw_image(d.path());
         let mut img = Image::open(&p, Access::ReadWrite).unwrap();
-        img.meta.extents.get_mut(&2).unwrap().refcount = u32::MAX - 1;
-        let before = img.meta.clone();
+        img.meta_mut_unchecked().extents.get_mut(&2).unwrap().refcount = u32::MAX - 1;
+        let before = img.meta().clone();
         let e = snapshot(&mut img, "main", "copy", 5).unwrap_err();
         assert!(e.to_string().contains("referenced more than"), "{e}");
-        assert_eq!(img.meta, before);
+        assert_eq!(img.meta(), &before);
     }
 
     #[test]
@@ -327,7 +326,7 @@ mod tests {
             assert!(matches!(e, Error::InjectedFault { .. }), "{e}");
             drop(img);
             let img = Image::open(&p, Access::ReadOnly).unwrap();
-            assert_eq!(img.meta.snapshots.len(), 1);
+            assert_eq!(img.meta().snapshots.len(), 1);
         }
         assert_ne!(hash(&p), h, "the cut runs wrote blocks");
         // Writes of a whole run: metadata region, superblock (no data).

@@ -114,7 +114,7 @@ pub fn rekey(
 ) -> Result<RekeyReport> {
     let si = snapshot_index(img, name)?;
     let new_id = new.identifier();
-    let snap = &img.meta.snapshots[si];
+    let snap = &img.meta().snapshots[si];
     let mut report = RekeyReport {
         snapshot: name.to_string(),
         old_policy: snap.policy.to_string(),
@@ -173,7 +173,7 @@ pub fn rekey(
         img.commit(opts.time)?;
         report.commits += 1;
     }
-    report.keys_needed = img.keys_needed(&img.meta.snapshots[si]).iter().map(KeyId::to_string).collect();
+    report.keys_needed = img.keys_needed(&img.meta().snapshots[si]).iter().map(KeyId::to_string).collect();
     Ok(report)
 }
 
@@ -181,7 +181,7 @@ pub fn rekey(
 /// policy. Works on a copy of the snapshot, swapped in only on success.
 fn rekey_names(img: &mut Image, si: usize, old: &Keyring, new: &MasterKey, report: &mut RekeyReport) -> Result<()> {
     let new_id = new.identifier();
-    let mut snap = img.meta.snapshots[si].clone();
+    let mut snap = img.meta().snapshots[si].clone();
     let sname = snap.name.clone();
     let at = |ino: u64| Location {
         what: format!("snapshot {sname:?} inode {ino}"),
@@ -218,7 +218,7 @@ fn rekey_names(img: &mut Image, si: usize, old: &Keyring, new: &MasterKey, repor
         }
     }
     snap.policy = new_id;
-    img.meta.snapshots[si] = snap;
+    img.snapshots_mut()[si] = snap;
     Ok(())
 }
 
@@ -241,7 +241,7 @@ fn reencrypt_extents(
     // extent id → (inode, map index) of every use in this snapshot.
     let wanted: BTreeSet<u64> = todo.iter().map(|&(_, id)| id).collect();
     let mut users: HashMap<u64, Vec<(u64, usize)>> = HashMap::new();
-    for (&no, ino) in &img.meta.snapshots[si].inodes {
+    for (&no, ino) in &img.meta().snapshots[si].inodes {
         if let Body::File { map } = &ino.body {
             for (i, m) in map.iter().enumerate() {
                 if wanted.contains(&m.extent) {
@@ -294,16 +294,17 @@ fn reencrypt_extents(
             r => r?,
         };
         let uses = users.get(&id).map(Vec::as_slice).unwrap_or(&[]);
-        if let Some(ne) = img.meta.extents.get_mut(&nid) {
-            ne.refcount = uses.len() as u32;
-        }
+        // The old extent's users; an opened image's refcounts match them, so
+        // they fit a refcount.
+        let n = u32::try_from(uses.len()).map_err(|_| Error::Internal("more users than a refcount holds"))?;
+        img.add_refs(nid, n)?;
         for &(no, i) in uses {
-            if let Some(Body::File { map }) = img.meta.snapshots[si].inodes.get_mut(&no).map(|n| &mut n.body) {
+            if let Some(Body::File { map }) = img.snapshots_mut()[si].inodes.get_mut(&no).map(|n| &mut n.body) {
                 if let Some(m) = map.get_mut(i) {
                     m.extent = nid;
                 }
             }
-            img.unref_extent(id);
+            img.drop_ref(id);
         }
         *pending = true;
         let len = buf.len() as u64;

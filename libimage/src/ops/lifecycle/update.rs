@@ -114,7 +114,7 @@ pub fn update(
     progress: &dyn Progress,
 ) -> Result<UpdateReport> {
     let si = snapshot_index(img, name)?;
-    let snap = &img.meta.snapshots[si];
+    let snap = &img.meta().snapshots[si];
     let mut needed: BTreeSet<KeyId> = BTreeSet::new();
     needed.insert(snap.policy);
     for ino in snap.inodes.values() {
@@ -142,7 +142,7 @@ pub fn update(
             )));
         }
     }
-    let before: Vec<(u64, u32)> = img.meta.extents.values().map(|e| (e.id, e.blocks)).collect();
+    let before: Vec<(u64, u32)> = img.meta().extents.values().map(|e| (e.id, e.blocks)).collect();
 
     let mut seen = HashSet::new();
     let (stats, unchanged) = {
@@ -179,7 +179,7 @@ pub fn update(
 
     let (mut extents_freed, mut bytes_freed) = (0, 0);
     for (id, blocks) in before {
-        if !img.meta.extents.contains_key(&id) {
+        if !img.meta().extents.contains_key(&id) {
             extents_freed += 1;
             bytes_freed += u64::from(blocks) * BLOCK_SIZE as u64;
         }
@@ -199,7 +199,7 @@ pub fn update(
 /// path is not in `seen`, top-down; the subtree of an absent directory is not
 /// listed (unlinking the directory removes it).
 fn absent_entries(img: &Image, si: usize, keys: &Keyring, seen: &HashSet<Vec<Vec<u8>>>) -> Result<Vec<(u64, Vec<u8>, u64)>> {
-    let snap = &img.meta.snapshots[si];
+    let snap = &img.meta().snapshots[si];
     let mut out = Vec::new();
     let mut stack: Vec<(u64, Vec<Vec<u8>>)> = vec![(snap.root, Vec::new())];
     while let Some((dir, path)) = stack.pop() {
