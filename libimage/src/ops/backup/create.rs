@@ -318,7 +318,7 @@ impl<W: Write> Ctx<'_, W> {
                 self.crc_of(*start + u64::from(it.off), it.count)?
             };
             expect.push(c);
-            crc = crc32c::crc32c_combine(crc, c, len);
+            crc = crate::engine::crc::combine(crc, c, len as u64);
         }
         self.w.begin(&h, recs, crc)?;
         for ((it, start), want) in items.iter().filter(|(i, _)| i.stored).zip(expect) {
@@ -328,7 +328,7 @@ impl<W: Write> Ctx<'_, W> {
                 let n = (it.count - done).min((CHUNK / BLOCK_SIZE) as u32);
                 self.read(*start + u64::from(it.off + done), n)?;
                 let c = crc32c::crc32c(&self.buf);
-                got = crc32c::crc32c_combine(got, c, self.buf.len());
+                got = crate::engine::crc::combine(got, c, self.buf.len() as u64);
                 self.w.data(&self.buf, c)?;
                 self.progress.advance(0, self.buf.len() as u64);
                 done += n;
@@ -398,7 +398,7 @@ impl<W: Write> Ctx<'_, W> {
         while done < count {
             let n = (count - done).min((CHUNK / BLOCK_SIZE) as u32);
             self.read(start + u64::from(done), n)?;
-            crc = crc32c::crc32c_combine(crc, crc32c::crc32c(&self.buf), self.buf.len());
+            crc = crc32c::crc32c_append(crc, &self.buf);
             done += n;
         }
         Ok(crc)

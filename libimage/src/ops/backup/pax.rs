@@ -251,13 +251,18 @@ impl<W: Write> PaxWriter<W> {
 
     fn raw(&mut self, b: &[u8], crc: u32) -> Result<()> {
         self.out.write_all(b).map_err(|e| Error::io("writing the backup archive", e))?;
-        self.crc = crc32c::crc32c_combine(self.crc, crc, b.len());
+        self.crc = crate::engine::crc::combine(self.crc, crc, b.len() as u64);
         self.pos += b.len() as u64;
         Ok(())
     }
 
+    /// Writes bytes whose crc32c is not known: the running crc is extended
+    /// over them in one pass.
     fn raw_plain(&mut self, b: &[u8]) -> Result<()> {
-        self.raw(b, crc32c::crc32c(b))
+        self.out.write_all(b).map_err(|e| Error::io("writing the backup archive", e))?;
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.pos += b.len() as u64;
+        Ok(())
     }
 
     /// Writes a member's `x` header (the given records, then the checksum
@@ -268,7 +273,7 @@ impl<W: Write> PaxWriter<W> {
         if self.data_left != 0 {
             return Err(Error::Invalid("internal: previous member data not complete".into()));
         }
-        let c = crc32c::crc32c_combine(crc32c::crc32c(&records), data_crc, hdr.size as usize);
+        let c = crate::engine::crc::combine(crc32c::crc32c(&records), data_crc, hdr.size);
         push_record(&mut records, CRC_KEY.as_bytes(), format!("{c:08x}").as_bytes());
         if records.len() as u64 > MAX_PAX_HEADER {
             return Err(Error::Invalid(format!(
@@ -392,7 +397,7 @@ impl<R: Read> PaxReader<R> {
             }
         }
         let c = crc32c::crc32c(buf);
-        self.crc = crc32c::crc32c_combine(self.crc, c, buf.len());
+        self.crc = crate::engine::crc::combine(self.crc, c, buf.len() as u64);
         self.pos += buf.len() as u64;
         Ok(c)
     }
