@@ -37,25 +37,29 @@ tar -cf /dev/null -C "$TREE" . # warm the page cache
 
 # now_ns; elapsed seconds since T0 (ns) with millisecond resolution.
 secs_since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
-# run1 PREP CMD: runs PREP untimed, then CMD timed (stdout/err discarded); prints seconds.
+# run1 PREP CMD: runs PREP untimed, then CMD timed (stdout/err discarded); prints
+# "wall cpu" seconds (cpu = user + sys of CMD and its children, 10 ms resolution).
 run1() {
   eval "$1"
-  local t0; t0=$(date +%s%N)
-  bash -c "$2" >/dev/null 2>"$BENCH_DIR/err" || { echo "FAILED: $2" >&2; cat "$BENCH_DIR/err" >&2; return 1; }
-  secs_since "$t0"
+  local t0 w; t0=$(date +%s%N)
+  /usr/bin/time -f '%U %S' -o "$BENCH_DIR/cpu" bash -c "$2" >/dev/null 2>"$BENCH_DIR/err" || { echo "FAILED: $2" >&2; cat "$BENCH_DIR/err" >&2; return 1; }
+  w=$(secs_since "$t0")
+  echo "$w $(awk '{ printf "%.2f", $1 + $2 }' "$BENCH_DIR/cpu")"
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
-# pair NAME OURS_PREP OURS PEER_NAME PEER_PREP PEER: interleaved runs, medians, ratio.
+# pair NAME OURS_PREP OURS PEER_NAME PEER_PREP PEER: interleaved runs (ours first),
+# medians of wall and of cpu time, and their ratios.
 pair() {
-  local name=$1 op=$2 oc=$3 pname=$4 pp=$5 pc=$6 o=() p=() i
+  local name=$1 op=$2 oc=$3 pname=$4 pp=$5 pc=$6 o=() p=() oc_=() pc_=() i w c
   for i in $(seq 1 "$PAIRS"); do
-    o+=("$(run1 "$op" "$oc")")
-    p+=("$(run1 "$pp" "$pc")")
+    read -r w c < <(run1 "$op" "$oc"); o+=("$w"); oc_+=("$c")
+    read -r w c < <(run1 "$pp" "$pc"); p+=("$w"); pc_+=("$c")
   done
-  local om pm; om=$(median "${o[@]}"); pm=$(median "${p[@]}")
-  printf '  %-34s median %7.3f s  (runs: %s)\n' "$name" "$om" "${o[*]}"
-  printf '  %-34s median %7.3f s  (runs: %s)\n' "$pname" "$pm" "${p[*]}"
-  printf '  => ratio %-28s %s   (load %s)\n' "$name / $pname" "$(ratio "$om" "$pm")" "$(cut -d' ' -f1-3 /proc/loadavg)"
+  local om pm ocm pcm
+  om=$(median "${o[@]}"); pm=$(median "${p[@]}"); ocm=$(median "${oc_[@]}"); pcm=$(median "${pc_[@]}")
+  printf '  %-26s wall median %7.3f s (runs: %s); cpu median %6.2f s\n' "$name" "$om" "${o[*]}" "$ocm"
+  printf '  %-26s wall median %7.3f s (runs: %s); cpu median %6.2f s\n' "$pname" "$pm" "${p[*]}" "$pcm"
+  printf '  => %s / %s: wall ratio %s, cpu ratio %s   (load %s)\n' "$name" "$pname" "$(ratio "$om" "$pm")" "$(ratio "$ocm" "$pcm")" "$(cut -d' ' -f1-3 /proc/loadavg)"
 }
 has() { [[ " $ONLY " == *" $1 "* ]]; }
 
