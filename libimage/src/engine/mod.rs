@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod crc;
 pub mod image;
 pub mod keyfile;
 pub mod parallel;

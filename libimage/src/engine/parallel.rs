@@ -56,9 +56,12 @@ pub fn pieces(first_unit: u64, part: &mut [u8], mut f: impl FnMut(u64, &mut [u8]
     }
 }
 
-/// The crc32c of a whole buffer from the crc32c of its consecutive parts.
+/// The crc32c of a whole buffer from the crc32c of its consecutive parts
+/// (one multiplication per part after the first: `engine::crc`).
 pub fn combine_crcs(parts: impl IntoIterator<Item = (u32, usize)>) -> u32 {
-    parts.into_iter().fold(0, |crc, (c, len)| crc32c::crc32c_combine(crc, c, len))
+    parts
+        .into_iter()
+        .fold(0, |crc, (c, len)| crate::engine::crc::combine(crc, c, len as u64))
 }
 
 #[cfg(test)]

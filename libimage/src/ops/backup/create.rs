@@ -89,7 +89,7 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
     };
     let mut c = Ctx {
         img: &img,
-        w: PaxWriter::new(std::io::BufWriter::with_capacity(1 << 20, out)),
+        w: PaxWriter::new(out),
         base,
         stored: HashMap::new(),
         first_path: HashMap::new(),
@@ -180,6 +180,14 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
     progress.finish();
     c.report.archive_bytes = archive_bytes;
     Ok(c.report)
+}
+
+/// Reads image blocks from `block` on into `buf` (a whole number of blocks).
+fn read_at(img: &Image, block: u64, buf: &mut [u8]) -> Result<()> {
+    let count = (buf.len() / BLOCK_SIZE) as u64;
+    img.file()
+        .read_exact_at(buf, block * BLOCK_SIZE as u64)
+        .map_err(|e| Error::io(format!("reading image blocks {block}..{}", block + count), e))
 }
 
 fn truncated(s: &[u8]) -> Vec<u8> {
@@ -321,7 +329,7 @@ impl<W: Write> Ctx<'_, W> {
                 self.crc_of(*start + u64::from(it.off), it.count)?
             };
             expect.push(c);
-            crc = crc32c::crc32c_combine(crc, c, len);
+            crc = crate::engine::crc::combine(crc, c, len as u64);
         }
         self.w.begin(&h, recs, crc)?;
         for ((it, start), want) in items.iter().filter(|(i, _)| i.stored).zip(expect) {
@@ -329,11 +337,16 @@ impl<W: Write> Ctx<'_, W> {
             let mut done = 0u32;
             while done < it.count {
                 let n = (it.count - done).min((CHUNK / BLOCK_SIZE) as u32);
-                self.read(*start + u64::from(it.off + done), n)?;
-                let c = crc32c::crc32c(&self.buf);
-                got = crc32c::crc32c_combine(got, c, self.buf.len());
-                self.w.data(&self.buf, c)?;
-                self.progress.advance(0, self.buf.len() as u64);
+                let block = *start + u64::from(it.off + done);
+                let len = n as usize * BLOCK_SIZE;
+                // Read straight into the archive's output buffer; crc it there.
+                let img = self.img;
+                let c = self.w.data_with(len, |dst| {
+                    read_at(img, block, dst)?;
+                    Ok(crc32c::crc32c(dst))
+                })?;
+                got = crate::engine::crc::combine(got, c, len as u64);
+                self.progress.advance(0, len as u64);
                 done += n;
             }
             if got != want {
@@ -389,10 +402,7 @@ impl<W: Write> Ctx<'_, W> {
 
     fn read(&mut self, block: u64, count: u32) -> Result<()> {
         self.buf.resize(count as usize * BLOCK_SIZE, 0);
-        let img = self.img;
-        img.file()
-            .read_exact_at(&mut self.buf, block * BLOCK_SIZE as u64)
-            .map_err(|e| Error::io(format!("reading image blocks {block}..{}", block + u64::from(count)), e))
+        read_at(self.img, block, &mut self.buf)
     }
 
     fn crc_of(&mut self, start: u64, count: u32) -> Result<u32> {
@@ -401,7 +411,7 @@ impl<W: Write> Ctx<'_, W> {
         while done < count {
             let n = (count - done).min((CHUNK / BLOCK_SIZE) as u32);
             self.read(start + u64::from(done), n)?;
-            crc = crc32c::crc32c_combine(crc, crc32c::crc32c(&self.buf), self.buf.len());
+            crc = crc32c::crc32c_append(crc, &self.buf);
             done += n;
         }
         Ok(crc)

@@ -43,10 +43,14 @@ pub fn octal_max(width: usize) -> u64 {
     (1u64 << (3 * (width as u32 - 1))) - 1
 }
 
+/// Writes `v` (clamped) as `width - 1` zero-padded octal digits and a NUL.
 fn put_octal(b: &mut [u8], v: u64) {
     let w = b.len();
-    let s = format!("{:0width$o}", v.min(octal_max(w)), width = w - 1);
-    b[..w - 1].copy_from_slice(s.as_bytes());
+    let mut v = v.min(octal_max(w));
+    for d in b[..w - 1].iter_mut().rev() {
+        *d = b'0' + (v & 7) as u8;
+        v >>= 3;
+    }
     b[w - 1] = 0;
 }
 
@@ -144,11 +148,22 @@ fn parse_octal(b: &[u8]) -> Option<u64> {
 /// Appends one pax record `"LEN KEY=VALUE\n"`.
 pub fn push_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
     let n = key.len() + value.len() + 3; // ' ', '=', '\n'
-    let mut len = n + 1;
-    while len.to_string().len() + n != len {
-        len += 1;
+                                         // The length counts its own decimal digits: the smallest d with
+                                         // digits(n + d) == d.
+    let digits = |x: usize| x.checked_ilog10().map_or(1, |l| l as usize + 1);
+    let mut d = 1;
+    while digits(n + d) != d {
+        d += 1;
     }
-    buf.extend_from_slice(len.to_string().as_bytes());
+    let len = n + d;
+    let mut dec = [0u8; 20];
+    let mut v = len;
+    for c in dec[..d].iter_mut().rev() {
+        *c = b'0' + (v % 10) as u8;
+        v /= 10;
+    }
+    buf.reserve(len);
+    buf.extend_from_slice(&dec[..d]);
     buf.push(b' ');
     buf.extend_from_slice(key);
     buf.push(b'=');
@@ -227,9 +242,18 @@ fn padding(len: u64) -> usize {
     ((TAR_BLOCK as u64 - len % TAR_BLOCK as u64) % TAR_BLOCK as u64) as usize
 }
 
+/// Size of the writer's combining buffer: many small members per `write`.
+const WRITE_BUF: usize = 1 << 20;
+
 /// A streaming pax writer that keeps the crc32c of everything written.
+/// Output is combined in its own buffer, into which member data can also be
+/// produced in place ([`PaxWriter::data_with`]), so it is copied only once.
 pub struct PaxWriter<W: Write> {
     out: W,
+    /// `buf[..used]` is written but not yet passed to `out`; `buf` is
+    /// allocated (zeroed) once and never shrinks.
+    buf: Vec<u8>,
+    used: usize,
     /// crc32c of every byte written so far.
     pub crc: u32,
     /// Bytes written so far.
@@ -242,6 +266,8 @@ impl<W: Write> PaxWriter<W> {
     pub fn new(out: W) -> Self {
         PaxWriter {
             out,
+            buf: Vec::new(),
+            used: 0,
             crc: 0,
             pos: 0,
             data_left: 0,
@@ -249,15 +275,49 @@ impl<W: Write> PaxWriter<W> {
         }
     }
 
+    fn flush_buf(&mut self) -> Result<()> {
+        if self.used > 0 {
+            self.out
+                .write_all(&self.buf[..self.used])
+                .map_err(|e| Error::io("writing the backup archive", e))?;
+            self.used = 0;
+        }
+        Ok(())
+    }
+
+    /// Room for `n` more bytes at `buf[used..]`, flushing first if needed.
+    fn room(&mut self, n: usize) -> Result<&mut [u8]> {
+        if self.used + n > self.buf.len() {
+            self.flush_buf()?;
+            if n > self.buf.len() {
+                self.buf.resize(n.max(WRITE_BUF), 0);
+            }
+        }
+        Ok(&mut self.buf[self.used..self.used + n])
+    }
+
+    /// Queues bytes whose crc32c the caller knows.
     fn raw(&mut self, b: &[u8], crc: u32) -> Result<()> {
-        self.out.write_all(b).map_err(|e| Error::io("writing the backup archive", e))?;
-        self.crc = crc32c::crc32c_combine(self.crc, crc, b.len());
+        if b.len() >= WRITE_BUF {
+            self.flush_buf()?;
+            self.out.write_all(b).map_err(|e| Error::io("writing the backup archive", e))?;
+        } else {
+            self.room(b.len())?.copy_from_slice(b);
+            self.used += b.len();
+        }
+        self.crc = crate::engine::crc::combine(self.crc, crc, b.len() as u64);
         self.pos += b.len() as u64;
         Ok(())
     }
 
+    /// Queues bytes whose crc32c is not known: the running crc is extended
+    /// over them in one pass.
     fn raw_plain(&mut self, b: &[u8]) -> Result<()> {
-        self.raw(b, crc32c::crc32c(b))
+        self.room(b.len())?.copy_from_slice(b);
+        self.used += b.len();
+        self.crc = crc32c::crc32c_append(self.crc, b);
+        self.pos += b.len() as u64;
+        Ok(())
     }
 
     /// Writes a member's `x` header (the given records, then the checksum
@@ -268,7 +328,7 @@ impl<W: Write> PaxWriter<W> {
         if self.data_left != 0 {
             return Err(Error::Internal("previous member data not complete"));
         }
-        let c = crc32c::crc32c_combine(crc32c::crc32c(&records), data_crc, hdr.size as usize);
+        let c = crate::engine::crc::combine(crc32c::crc32c(&records), data_crc, hdr.size);
         push_record(&mut records, CRC_KEY.as_bytes(), format!("{c:08x}").as_bytes());
         if records.len() as u64 > MAX_PAX_HEADER {
             return Err(Error::Invalid(format!(
@@ -307,6 +367,21 @@ impl<W: Write> PaxWriter<W> {
         self.raw(b, crc)
     }
 
+    /// Writes `len` bytes of member data that `fill` produces in place in the
+    /// output buffer and whose crc32c it returns; returns that crc. Nothing
+    /// is written when `fill` fails.
+    pub fn data_with(&mut self, len: usize, fill: impl FnOnce(&mut [u8]) -> Result<u32>) -> Result<u32> {
+        if len as u64 > self.data_left {
+            return Err(Error::Invalid("internal: more member data than declared".into()));
+        }
+        let crc = fill(self.room(len)?)?;
+        self.used += len;
+        self.data_left -= len as u64;
+        self.crc = crate::engine::crc::combine(self.crc, crc, len as u64);
+        self.pos += len as u64;
+        Ok(crc)
+    }
+
     /// Pads the member data to a block.
     pub fn end_data(&mut self) -> Result<()> {
         if self.data_left != 0 {
@@ -320,6 +395,7 @@ impl<W: Write> PaxWriter<W> {
     pub fn finish(mut self) -> Result<W> {
         self.raw_plain(&ZERO_BLOCK)?;
         self.raw_plain(&ZERO_BLOCK)?;
+        self.flush_buf()?;
         self.out.flush().map_err(|e| Error::io("writing the backup archive", e))?;
         Ok(self.out)
     }
@@ -392,7 +468,7 @@ impl<R: Read> PaxReader<R> {
             }
         }
         let c = crc32c::crc32c(buf);
-        self.crc = crc32c::crc32c_combine(self.crc, c, buf.len());
+        self.crc = crate::engine::crc::combine(self.crc, c, buf.len() as u64);
         self.pos += buf.len() as u64;
         Ok(c)
     }
@@ -545,6 +621,33 @@ impl<R: Read> PaxReader<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn record_and_octal_encodings_match_their_formatted_forms() {
+        for n in (0..2000).chain([9_990, 9_995, 99_990, 99_994, 999_989, 999_995]) {
+            let (k, v) = (b"key", vec![b'v'; n]);
+            let body = k.len() + v.len() + 3;
+            let mut len = body + 1;
+            while len.to_string().len() + body != len {
+                len += 1;
+            }
+            let mut want = format!("{len} key=").into_bytes();
+            want.extend_from_slice(&v);
+            want.push(b'\n');
+            let mut got = Vec::new();
+            push_record(&mut got, k, &v);
+            assert_eq!(got, want, "value of {n} bytes");
+        }
+        for w in [8usize, 12] {
+            for v in [0u64, 1, 7, 8, 0o644, 0o100644, 1 << 20, octal_max(w), octal_max(w) + 1, u64::MAX] {
+                let mut b = vec![0xffu8; w];
+                put_octal(&mut b, v);
+                let s = format!("{:0width$o}", v.min(octal_max(w)), width = w - 1);
+                assert_eq!(&b[..w - 1], s.as_bytes());
+                assert_eq!(b[w - 1], 0);
+            }
+        }
+    }
 
     #[test]
     fn record_lengths_are_self_consistent() {

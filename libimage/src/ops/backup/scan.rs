@@ -475,7 +475,7 @@ impl<R: Read> Walker<'_, R> {
     }
 
     fn check_crc(&self, raw: &RawMember, recs: &Records<'_>, data_crc: u32, len: u64, path: &str) -> Result<()> {
-        let c = crc32c::crc32c_combine(recs.prefix_crc, data_crc, len as usize);
+        let c = crate::engine::crc::combine(recs.prefix_crc, data_crc, len);
         if c != recs.stored_crc {
             return Err(Error::corrupt(
                 CorruptKind::BadChecksum {
@@ -845,7 +845,7 @@ impl<R: Read> Walker<'_, R> {
                 buf.resize(n, 0);
                 let at = self.r.pos();
                 let c = self.r.data(&mut buf[..n])?;
-                crc = crc32c::crc32c_combine(crc, c, n);
+                crc = crate::engine::crc::combine(crc, c, n as u64);
                 let blk = (done / BLOCK_SIZE) as u32;
                 if let Some((_, segs)) = self.extents.get_mut(&it.ext.ctx) {
                     segs.add(it.off + blk, &buf[..n], c);

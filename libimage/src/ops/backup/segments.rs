@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::engine::crc::{combine_blocks, zeros};
 use crate::BLOCK_SIZE;
 
 /// Disjoint, non-touching runs of present blocks: start → (count, crc32c).
@@ -13,21 +14,7 @@ pub struct Segments {
 
 /// crc32c of `n` zero blocks.
 pub fn zero_crc(n: u32) -> u32 {
-    let mut result = 0u32;
-    let mut pow = crc32c::crc32c(&[0u8; BLOCK_SIZE]);
-    let mut pow_len = BLOCK_SIZE;
-    let mut n = n;
-    while n > 0 {
-        if n & 1 == 1 {
-            result = crc32c::crc32c_combine(result, pow, pow_len);
-        }
-        n >>= 1;
-        if n > 0 {
-            pow = crc32c::crc32c_combine(pow, pow, pow_len);
-            pow_len *= 2;
-        }
-    }
-    result
+    zeros(u64::from(n) * BLOCK_SIZE as u64)
 }
 
 impl Segments {
@@ -77,14 +64,14 @@ impl Segments {
         if let Some((&ps, &(pn, pc))) = self.runs.range(..s).next_back() {
             if ps + pn == s {
                 self.runs.remove(&ps);
-                c = crc32c::crc32c_combine(pc, c, n as usize * BLOCK_SIZE);
+                c = combine_blocks(pc, c, u64::from(n));
                 s = ps;
                 n += pn;
             }
         }
         if let Some(&(nn, nc)) = self.runs.get(&(s + n)) {
             self.runs.remove(&(s + n));
-            c = crc32c::crc32c_combine(c, nc, nn as usize * BLOCK_SIZE);
+            c = combine_blocks(c, nc, u64::from(nn));
             n += nn;
         }
         self.runs.insert(s, (n, c));
@@ -117,13 +104,13 @@ impl Segments {
         let mut cur = 0;
         for (&s, &(n, c)) in &self.runs {
             if s > cur {
-                crc = crc32c::crc32c_combine(crc, zero_crc(s - cur), (s - cur) as usize * BLOCK_SIZE);
+                crc = combine_blocks(crc, zero_crc(s - cur), u64::from(s - cur));
             }
-            crc = crc32c::crc32c_combine(crc, c, n as usize * BLOCK_SIZE);
+            crc = combine_blocks(crc, c, u64::from(n));
             cur = s + n;
         }
         if cur < blocks {
-            crc = crc32c::crc32c_combine(crc, zero_crc(blocks - cur), (blocks - cur) as usize * BLOCK_SIZE);
+            crc = combine_blocks(crc, zero_crc(blocks - cur), u64::from(blocks - cur));
         }
         crc
     }

@@ -1,0 +1,98 @@
+#!/usr/bin/env bash
+# Issue 12 benchmark: a real tree of many small files (the Linux 6.1 sources,
+# ~78k files, 1.3 GB, installed by bench/corpus-linux.sh), every pair measured
+# INTERLEAVED (ours, peer, ours, peer, ...) and quoted as the median, all ratios
+# from one run:
+#   backup-crypt create IMG -o OUT       vs  tar -cf OUT -C TREE .        (warm, tmpfs)
+#   mkfs-crypt create IMG --root TREE    vs  mkfs.erofs OUT TREE          (warm, tmpfs)
+#   mkfs-crypt create, synced            vs  mke2fs -t ext4 -d TREE, synced (output on disk, + sync -f)
+#   fsck-crypt check IMG (keyless)       vs  e2fsck -fn EXT4 of the same tree
+# Environment:
+#   BENCH_CORPUS_DIR  the tree (default /work/corpus/linux-6.1; created if missing)
+#   BENCH_DIR         tmpfs scratch (default: a new dir under /dev/shm, removed at exit)
+#   BENCH_DISK_DIR    on-disk scratch for the synced pair (default: a new dir under $ROOT/target)
+#   BENCH_PAIRS       interleaved pairs per comparison (default 5)
+#   BENCH_ONLY        space-separated subset of: backup erofs ext4 fsck (default all)
+source "$(dirname "$0")/lib.sh"
+build_release
+ensure_tools
+PATH=$PATH:/usr/sbin:/sbin
+TREE=$(bash "$ROOT/bench/corpus-linux.sh")
+PAIRS=${BENCH_PAIRS:-5}
+ONLY=${BENCH_ONLY:-backup erofs ext4 fsck}
+DISK=${BENCH_DISK_DIR:-}
+if [ -z "$DISK" ]; then
+  DISK=$(mktemp -d "$ROOT/target/cryptimg-bench-disk.XXXX")
+  old_trap=$(trap -p EXIT | sed "s/^trap -- '\(.*\)' EXIT\$/\1/")
+  trap "rm -rf '$DISK'; $old_trap" EXIT
+fi
+mkdir -p "$DISK"
+cd "$BENCH_DIR"
+files=$(find "$TREE" -type f | wc -l)
+dirs=$(find "$TREE" -type d | wc -l)
+kib=$(du -sk "$TREE" | cut -f1)
+echo "corpus $TREE: $files files, $dirs directories, $((kib / 1024)) MiB; $PAIRS interleaved pairs each; $(nproc) cores"
+echo "load at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+tar -cf /dev/null -C "$TREE" . # warm the page cache
+
+# now_ns; elapsed seconds since T0 (ns) with millisecond resolution.
+secs_since() { awk -v a="$1" -v b="$(date +%s%N)" 'BEGIN { printf "%.3f", (b - a) / 1e9 }'; }
+# run1 PREP CMD: runs PREP untimed, then CMD timed (stdout/err discarded); prints
+# "wall cpu" seconds (cpu = user + sys of CMD and its children, 10 ms resolution).
+run1() {
+  eval "$1"
+  local t0 w; t0=$(date +%s%N)
+  /usr/bin/time -f '%U %S' -o "$BENCH_DIR/cpu" bash -c "$2" >/dev/null 2>"$BENCH_DIR/err" || { echo "FAILED: $2" >&2; cat "$BENCH_DIR/err" >&2; return 1; }
+  w=$(secs_since "$t0")
+  echo "$w $(awk '{ printf "%.2f", $1 + $2 }' "$BENCH_DIR/cpu")"
+}
+median() { printf '%s\n' "$@" | sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else printf "%.3f\n", (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
+# pair NAME OURS_PREP OURS PEER_NAME PEER_PREP PEER: interleaved runs (ours first),
+# medians of wall and of cpu time, and their ratios.
+pair() {
+  local name=$1 op=$2 oc=$3 pname=$4 pp=$5 pc=$6 o=() p=() oc_=() pc_=() i w c
+  for i in $(seq 1 "$PAIRS"); do
+    read -r w c < <(run1 "$op" "$oc"); o+=("$w"); oc_+=("$c")
+    read -r w c < <(run1 "$pp" "$pc"); p+=("$w"); pc_+=("$c")
+  done
+  local om pm ocm pcm
+  om=$(median "${o[@]}"); pm=$(median "${p[@]}"); ocm=$(median "${oc_[@]}"); pcm=$(median "${pc_[@]}")
+  printf '  %-26s wall median %7.3f s (runs: %s); cpu median %6.2f s\n' "$name" "$om" "${o[*]}" "$ocm"
+  printf '  %-26s wall median %7.3f s (runs: %s); cpu median %6.2f s\n' "$pname" "$pm" "${p[*]}" "$pcm"
+  printf '  => %s / %s: wall ratio %s, cpu ratio %s   (load %s)\n' "$name" "$pname" "$(ratio "$om" "$pm")" "$(ratio "$ocm" "$pcm")" "$(cut -d' ' -f1-3 /proc/loadavg)"
+}
+has() { [[ " $ONLY " == *" $1 "* ]]; }
+
+IMG=$BENCH_DIR/linux.img
+"$MKFS" create "$IMG" --root "$TREE" --key-file "$KEY" --quiet --force
+echo "image: $(($(stat -c %s "$IMG") >> 20)) MiB"
+
+if has backup; then
+  echo "== backup-crypt create vs tar -cf (warm cache, output on tmpfs)"
+  pair "backup-crypt create" "rm -f b.tar" "'$BACKUP' create '$IMG' -o b.tar --quiet" \
+    "tar -cf" "rm -f p.tar" "tar -cf p.tar -C '$TREE' ."
+  "$BACKUP" verify b.tar >/dev/null && echo "  backup verifies"
+  rm -f b.tar p.tar
+fi
+if has erofs; then
+  echo "== mkfs-crypt create vs mkfs.erofs (warm cache, output on tmpfs)"
+  pair "mkfs-crypt create" "rm -f c.img" "'$MKFS' create c.img --root '$TREE' --key-file '$KEY' --quiet --force" \
+    "mkfs.erofs" "rm -f p.erofs" "mkfs.erofs --quiet p.erofs '$TREE'"
+  rm -f c.img p.erofs
+fi
+size=$(((kib * 13 / 10 + 65536) / 1024))M
+inodes=$((files + dirs + 1024))
+if has ext4; then
+  echo "== mkfs-crypt create vs mke2fs -t ext4 -d (output on disk: $DISK, each followed by sync -f)"
+  pair "mkfs-crypt create + sync" "rm -f '$DISK/c.img'; sync" "'$MKFS' create '$DISK/c.img' --root '$TREE' --key-file '$KEY' --quiet --force && sync -f '$DISK/c.img'" \
+    "mke2fs -d + sync" "rm -f '$DISK/p.ext4'; sync" "mke2fs -q -F -t ext4 -N $inodes -d '$TREE' '$DISK/p.ext4' $size && sync -f '$DISK/p.ext4'"
+  rm -f "$DISK/c.img" "$DISK/p.ext4"
+fi
+if has fsck; then
+  echo "== fsck-crypt check (keyless) vs e2fsck -fn (same tree, warm cache)"
+  mke2fs -q -F -t ext4 -N "$inodes" -d "$TREE" p.ext4 "$size" >/dev/null
+  cat "$IMG" p.ext4 >/dev/null
+  pair "fsck-crypt check" ":" "'$FSCK' check '$IMG' --no-progress" "e2fsck -fn" ":" "e2fsck -fn p.ext4"
+  rm -f p.ext4
+fi
+echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"
