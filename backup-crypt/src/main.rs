@@ -5,9 +5,15 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
 use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
+
+/// Each binary (not the shared `cli` library) picks the allocator: mimalloc,
+/// for the many small allocations of decoded metadata (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
 No command needs a key; `list --key-file` only shows real names.";
@@ -20,6 +26,9 @@ No command needs a key; `list --key-file` only shows real names.";
     after_help = EXIT_CODES
 )]
 struct Cli {
+    /// When another process holds the image, wait for it instead of failing.
+    #[arg(long, global = true)]
+    wait: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -65,6 +74,10 @@ enum Cmd {
         /// Key file(s) to show real names (repeatable; `-` = stdin once).
         #[arg(long)]
         key_file: Vec<PathBuf>,
+        /// How to print names: `escape` (C escapes, the default in a pipe), `shell-escape` (the
+        /// default on a terminal) or `literal` (raw bytes). `--json` keeps exact names.
+        #[arg(long, value_enum)]
+        quoting_style: Option<QuotingStyle>,
     },
     /// Check an archive without any image: structure, paths, names, checksums.
     Verify {
@@ -86,8 +99,131 @@ fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
     Ok(Box::new(f))
 }
 
+fn create(image: PathBuf, output: PathBuf, snapshot: Option<String>, since: Option<PathBuf>, out: OutputArgs) -> anyhow::Result<i32> {
+    let OutputArgs { quiet, json, .. } = out;
+    let bar = out.bar();
+    let opts = BackupOptions { snapshot, since };
+    let to_stdout = output.as_os_str() == "-";
+    let report = if to_stdout {
+        let mut out = std::io::stdout().lock();
+        backup::create_backup(&image, &mut out, &opts, &bar)?
+    } else {
+        // Written under a temporary name and renamed: a failed backup leaves no file.
+        let (tmp, mut f) = AtomicFile::new(&output)?;
+        let report = backup::create_backup(&image, &mut f, &opts, &bar)?;
+        f.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
+        tmp.persist(true)?;
+        report
+    };
+    let text = if json {
+        serde_json::to_string_pretty(&report)?
+    } else {
+        format!(
+            "backup {} of snapshot {:?}{}: {} members, {} bytes of ciphertext stored, {} extents referenced from the base, archive {} bytes",
+            report.backup_id,
+            report.snapshot,
+            report.base_backup_id.as_ref().map(|b| format!(" (incremental on {b})")).unwrap_or_default(),
+            report.members,
+            report.stored_bytes,
+            report.base_items,
+            report.archive_bytes
+        )
+    };
+    if !quiet || json {
+        if to_stdout {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+    Ok(exit::OK)
+}
+
+fn restore(input: PathBuf, image: PathBuf, snapshot: Option<String>, bases: Vec<PathBuf>, out: OutputArgs) -> anyhow::Result<i32> {
+    let OutputArgs { quiet, json, .. } = out;
+    let bar = out.bar();
+    let mut r = open_input(&input)?;
+    let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else if !quiet {
+        println!(
+            "restored snapshot {:?} into {} {}: {} members, {} extents written, {} reused",
+            report.snapshot,
+            if report.new_image { "new image" } else { "existing image" },
+            report.image.display(),
+            report.stats.members,
+            report.extents_written,
+            report.extents_reused
+        );
+    }
+    Ok(exit::OK)
+}
+
+fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<QuotingStyle>) -> anyhow::Result<i32> {
+    let keys = load_keys(&key_file)?;
+    let mut r = open_input(&input)?;
+    let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        let v = serde_json::json!({ "manifest": manifest, "members": entries });
+        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        return Ok(exit::OK);
+    }
+    let style = QuotingStyle::or_default(style);
+    for e in entries {
+        write!(
+            out,
+            "{:<8} {:>7o} {:>5}/{:<5} {:>12} ",
+            e.kind,
+            e.mode & 0o7777,
+            e.uid,
+            e.gid,
+            e.size
+        )?;
+        out.write_all(&style.quote(e.real_path_bytes().unwrap_or(e.path.as_bytes())))?;
+        if let Some(t) = e.target_bytes() {
+            out.write_all(b" -> ")?;
+            out.write_all(&style.quote(t))?;
+        }
+        writeln!(out)?;
+    }
+    Ok(exit::OK)
+}
+
+fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
+    let mut r = open_input(&input)?;
+    let rep = backup::verify_backup(&mut r, &bases)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&rep)?);
+        return Ok(exit::OK);
+    }
+    println!(
+        "ok: backup {} of snapshot {:?}: {} members, {} stored bytes, {} extents ({} with every block checked against their crc32c)",
+        rep.manifest.backup_id,
+        rep.manifest.snapshot,
+        rep.stats.members,
+        rep.stats.stored_bytes,
+        rep.stats.extents,
+        rep.stats.extents_checked
+    );
+    if let Some(b) = &rep.manifest.base_backup_id {
+        if rep.base_items_unchecked > 0 {
+            println!(
+                "note: {} extent items live in base backup {b} and were not checked (pass --base)",
+                rep.base_items_unchecked
+            );
+        } else {
+            println!("incremental on {b}: {} referenced items found in the bases", rep.base_items_checked);
+        }
+    }
+    Ok(exit::OK)
+}
+
 fn main() {
+    cryptimg_cli::init_process();
     let cli: Cli = parse_args();
+    libimage::engine::lock::set_wait(cli.wait);
     main_with("backup-crypt", || match cli.cmd {
         Cmd::Create {
             image,
@@ -95,125 +231,20 @@ fn main() {
             snapshot,
             since,
             out,
-        } => {
-            let OutputArgs { quiet, json, .. } = out;
-            let bar = out.bar();
-            let opts = BackupOptions { snapshot, since };
-            let to_stdout = output.as_os_str() == "-";
-            let report = if to_stdout {
-                let mut out = std::io::stdout().lock();
-                backup::create_backup(&image, &mut out, &opts, &bar)?
-            } else {
-                // Written under a temporary name and renamed: a failed backup leaves no file.
-                let (tmp, mut f) = AtomicFile::new(&output)?;
-                let report = backup::create_backup(&image, &mut f, &opts, &bar)?;
-                f.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
-                tmp.persist(true)?;
-                report
-            };
-            let text = if json {
-                serde_json::to_string_pretty(&report)?
-            } else {
-                format!(
-                    "backup {} of snapshot {:?}{}: {} members, {} bytes of ciphertext stored, {} extents referenced from the base, archive {} bytes",
-                    report.backup_id,
-                    report.snapshot,
-                    report.base_backup_id.as_ref().map(|b| format!(" (incremental on {b})")).unwrap_or_default(),
-                    report.members,
-                    report.stored_bytes,
-                    report.base_items,
-                    report.archive_bytes
-                )
-            };
-            if !quiet || json {
-                if to_stdout {
-                    eprintln!("{text}");
-                } else {
-                    println!("{text}");
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => create(image, output, snapshot, since, out),
         Cmd::Restore {
             input,
             image,
             snapshot,
             bases,
             out,
-        } => {
-            let OutputArgs { quiet, json, .. } = out;
-            let bar = out.bar();
-            let mut r = open_input(&input)?;
-            let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else if !quiet {
-                println!(
-                    "restored snapshot {:?} into {} {}: {} members, {} extents written, {} reused",
-                    report.snapshot,
-                    if report.new_image { "new image" } else { "existing image" },
-                    report.image.display(),
-                    report.stats.members,
-                    report.extents_written,
-                    report.extents_reused
-                );
-            }
-            Ok(exit::OK)
-        }
-        Cmd::List { input, json, key_file } => {
-            let keys = load_keys(&key_file)?;
-            let mut r = open_input(&input)?;
-            let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
-            let mut out = std::io::stdout().lock();
-            if json {
-                let v = serde_json::json!({ "manifest": manifest, "members": entries });
-                writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
-            } else {
-                for e in entries {
-                    let path = e.real_path.as_deref().unwrap_or(&e.path);
-                    let target = e.target.as_deref().map(|t| format!(" -> {t}")).unwrap_or_default();
-                    writeln!(
-                        out,
-                        "{:<8} {:>7o} {:>5}/{:<5} {:>12} {}{}",
-                        e.kind,
-                        e.mode & 0o7777,
-                        e.uid,
-                        e.gid,
-                        e.size,
-                        path,
-                        target
-                    )?;
-                }
-            }
-            Ok(exit::OK)
-        }
-        Cmd::Verify { input, bases, json } => {
-            let mut r = open_input(&input)?;
-            let rep = backup::verify_backup(&mut r, &bases)?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&rep)?);
-            } else {
-                println!(
-                    "ok: backup {} of snapshot {:?}: {} members, {} stored bytes, {} extents ({} with every block checked against their crc32c)",
-                    rep.manifest.backup_id,
-                    rep.manifest.snapshot,
-                    rep.stats.members,
-                    rep.stats.stored_bytes,
-                    rep.stats.extents,
-                    rep.stats.extents_checked
-                );
-                if let Some(b) = &rep.manifest.base_backup_id {
-                    if rep.base_items_unchecked > 0 {
-                        println!(
-                            "note: {} extent items live in base backup {b} and were not checked (pass --base)",
-                            rep.base_items_unchecked
-                        );
-                    } else {
-                        println!("incremental on {b}: {} referenced items found in the bases", rep.base_items_checked);
-                    }
-                }
-            }
-            Ok(exit::OK)
-        }
+        } => restore(input, image, snapshot, bases, out),
+        Cmd::List {
+            input,
+            json,
+            key_file,
+            quoting_style,
+        } => list(input, json, key_file, quoting_style),
+        Cmd::Verify { input, bases, json } => verify(input, bases, json),
     })
 }

@@ -2,38 +2,36 @@
 //! key loading and progress bars. The binaries stay thin: flags and output.
 
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// The tools decode metadata into hundreds of thousands of small allocations
-/// (one per name, per file map); with glibc's malloc that dominated
-/// `fsck-crypt check` of a 100k-file image (min 73 ms, median 80 ms), with
-/// mimalloc it takes min 44 ms, median 51 ms (`e2fsck -fn`: 60 ms; BENCHMARKS.md).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use libimage::engine::image::Keyring;
 use libimage::progress::Progress;
 
-/// Exit codes shared by all tools (fsck's bitmask, util-linux `exitcodes.h`).
-pub mod exit {
-    /// Success.
-    pub const OK: i32 = 0;
-    /// fsck: errors were found and fixed.
-    pub const FIXED: i32 = 1;
-    /// Corrupt input (image, tar or backup bytes); fsck: errors left uncorrected.
-    pub const CORRUPT: i32 = 4;
-    /// Operational error: I/O, wrong key, refused request, no space.
-    pub const OPERATIONAL: i32 = 8;
-    /// Usage error: bad flags or arguments.
-    pub const USAGE: i32 = 16;
+pub mod quote;
+pub mod source;
+
+/// The exit-code table every tool uses (`libimage::exit`, README "Exit codes").
+pub use libimage::exit;
+
+/// Exit status when standard output was closed under us (a reader such as
+/// `head` finished): 128 + SIGPIPE, what a shell reports for coreutils there.
+pub const EXIT_BROKEN_PIPE: i32 = 128 + 13;
+
+/// True when `e` is a write to a closed pipe.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
 }
 
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     match e.downcast_ref::<libimage::Error>() {
-        Some(le) if le.is_corruption() => exit::CORRUPT,
-        _ => exit::OPERATIONAL,
+        Some(le) => exit::for_error(le),
+        None => exit::OPERATIONAL,
     }
 }
 
@@ -42,6 +40,12 @@ pub fn report_error(tool: &str, e: &anyhow::Error) {
     eprintln!("{tool}: error: {e:#}");
     if let Some(le) = e.downcast_ref::<libimage::Error>() {
         eprintln!("{tool}: hint: {}", le.hint());
+        if matches!(le, libimage::Error::Corrupt { at, .. } if at.what.contains("metadata")) {
+            eprintln!(
+                "{tool}: hint: if only the newest commit is damaged, `fsck-crypt check --repair IMAGE` rolls back to the \
+                 previous generation (losing that commit)"
+            );
+        }
     }
 }
 
@@ -58,10 +62,27 @@ pub fn parse_args<T: clap::Parser>() -> T {
     }
 }
 
-/// Runs a tool's body and exits with its code, printing any error.
+/// Process set-up every tool does first, before any other thread starts:
+/// no core dumps (the process may hold keys), temporary files removed on
+/// SIGINT/SIGTERM/SIGHUP, and a closed standard output ends the process
+/// quietly by SIGPIPE, as it does coreutils.
+pub fn init_process() {
+    if let Err(e) = libimage::engine::process::set_not_dumpable() {
+        eprintln!("warning: could not disable core dumps: {e}");
+    }
+    if let Err(e) = libimage::engine::process::remove_temp_files_on_signals() {
+        eprintln!("warning: could not watch for interrupts: {e}");
+    }
+    libimage::engine::process::default_sigpipe();
+}
+
+/// Runs a tool's body and exits with its code, printing any error. A write
+/// to a closed standard output is not an error worth a message: it exits
+/// with [`EXIT_BROKEN_PIPE`] silently.
 pub fn main_with(tool: &str, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     let code = match body() {
         Ok(c) => c,
+        Err(e) if is_broken_pipe(&e) => EXIT_BROKEN_PIPE,
         Err(e) => {
             report_error(tool, &e);
             exit_code(&e)
@@ -70,16 +91,52 @@ pub fn main_with(tool: &str, body: impl FnOnce() -> anyhow::Result<i32>) -> ! {
     std::process::exit(code)
 }
 
+/// Parses `SOURCE_DATE_EPOCH` (reproducible builds), `None` when unset.
+pub fn source_date_epoch() -> anyhow::Result<Option<i64>> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) => v
+            .trim()
+            .parse::<i64>()
+            .map(Some)
+            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
+        Err(_) => Ok(None),
+    }
+}
+
+/// Commit and creation time: `SOURCE_DATE_EPOCH` when set, else now.
+pub fn commit_time() -> anyhow::Result<i64> {
+    Ok(match source_date_epoch()? {
+        Some(t) => t,
+        None => libimage::ops::create::now(libimage::ops::build::Reproducible::default()),
+    })
+}
+
 /// Loads every `--key-file` (`-` = stdin, at most once).
 pub fn load_keys(paths: &[PathBuf]) -> anyhow::Result<Keyring> {
     if paths.iter().filter(|p| p.as_os_str() == "-").count() > 1 {
         anyhow::bail!("standard input (-) can supply only one key file");
     }
-    let keys = paths
-        .iter()
-        .map(|p| libimage::engine::keyfile::load_key(p))
-        .collect::<Result<Vec<_>, _>>()?;
+    let keys = paths.iter().map(|p| load_key(p)).collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Keyring::new(keys))
+}
+
+/// Loads one key file (`-` = stdin), warning on stderr when the file is
+/// readable or writable by group or others, as ssh does for a private key.
+pub fn load_key(path: &Path) -> anyhow::Result<fscrypt::MasterKey> {
+    if path.as_os_str() != "-" {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(md) = std::fs::metadata(path) {
+            let mode = md.permissions().mode();
+            if md.is_file() && mode & 0o077 != 0 {
+                eprintln!(
+                    "warning: key file {} is accessible by others (mode {:04o}); it should be readable by its owner only (chmod 600)",
+                    path.display(),
+                    mode & 0o7777
+                );
+            }
+        }
+    }
+    Ok(libimage::engine::keyfile::load_key(path)?)
 }
 
 /// Output flags shared by the commands that do long work.

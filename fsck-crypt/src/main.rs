@@ -5,10 +5,16 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
 use libimage::engine::image::{Access, Image};
 use libimage::ops::check::CheckOptions;
 use libimage::ops::read::TreeReader;
+
+/// Each binary (not the shared `cli` library) picks the allocator: mimalloc,
+/// for the many small allocations of decoded metadata (BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const EXIT_CODES: &str =
     "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
@@ -19,6 +25,9 @@ Keys are read from files (or `-` for stdin), never from the command line.";
 #[derive(Parser)]
 #[command(name = "fsck-crypt", version, about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
 struct Cli {
+    /// When another process holds the image, wait for it instead of failing.
+    #[arg(long, global = true)]
+    wait: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -41,6 +50,10 @@ enum Cmd {
         /// Key file(s) (repeatable; `-` = stdin once).
         #[arg(long)]
         key_file: Vec<PathBuf>,
+        /// How to print names: `escape` (C escapes, the default in a pipe), `shell-escape` (the
+        /// default on a terminal) or `literal` (raw bytes).
+        #[arg(long, value_enum)]
+        quoting_style: Option<QuotingStyle>,
     },
     /// Check an image's integrity: keyless always, names and links with keys, data with --data.
     Check(CheckArgs),
@@ -89,7 +102,14 @@ fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: Vec<PathBuf>) -> anyhow::Result<i32> {
+fn ls(
+    image: PathBuf,
+    path: Option<String>,
+    snapshot: Option<String>,
+    key_file: Vec<PathBuf>,
+    style: Option<QuotingStyle>,
+) -> anyhow::Result<i32> {
+    let style = QuotingStyle::or_default(style);
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
     let snap = img.snapshot(snapshot.as_deref())?;
@@ -105,7 +125,7 @@ fn ls(image: PathBuf, path: Option<String>, snapshot: Option<String>, key_file: 
     };
     for (name, i) in entries {
         write!(out, "{:06o} {:>5} {:>5} {:>12} ", i.mode, i.uid, i.gid, i.size)?;
-        out.write_all(&name)?;
+        out.write_all(&style.quote(&name))?;
         writeln!(out)?;
     }
     Ok(exit::OK)
@@ -208,7 +228,9 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    cryptimg_cli::init_process();
     let cli: Cli = parse_args();
+    libimage::engine::lock::set_wait(cli.wait);
     main_with("fsck-crypt", || match cli.cmd {
         Cmd::Info { image, json } => info(image, json),
         Cmd::Check(a) => check(a),
@@ -217,7 +239,8 @@ fn main() {
             path,
             snapshot,
             key_file,
-        } => ls(image, path, snapshot, key_file),
+            quoting_style,
+        } => ls(image, path, snapshot, key_file, quoting_style),
         Cmd::Extract {
             image,
             dest,
@@ -229,6 +252,17 @@ fn main() {
             let img = Image::open(&image, Access::ReadOnly)?;
             let as_root = libimage::tree::write::running_as_root();
             let st = libimage::ops::read::extract(&img, snapshot.as_deref(), &keys, &dest, as_root, &Bar::new(no_progress))?;
+            if st.skipped > 0 {
+                eprintln!(
+                    "warning: {} device node(s) not created (creating them needs root){}",
+                    st.skipped,
+                    if st.links_skipped > 0 {
+                        format!(", nor {} more name(s) hard-linked to them", st.links_skipped)
+                    } else {
+                        String::new()
+                    }
+                );
+            }
             eprintln!(
                 "extracted {} files, {} dirs, {} symlinks, {} special ({} skipped) to {}",
                 st.files,

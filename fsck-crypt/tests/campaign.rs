@@ -69,7 +69,7 @@ enum Mutation {
 
 fn mutate(rng: &mut TestRng, base: &[u8]) -> (Vec<u8>, Mutation) {
     let mut img = base.to_vec();
-    if rng.next_u64() % 8 == 0 {
+    if rng.next_u64().is_multiple_of(8) {
         let len = rng.next_u64() % base.len() as u64;
         img.truncate(len as usize);
         (img, Mutation::Truncate { len })

@@ -70,7 +70,7 @@ pub fn valid_name_ct_len(len: usize) -> bool {
 /// The lengths `padded_len(1..=max_len, max_len)` produces (for `max_len >= 32`):
 /// multiples of 32 below `max_len`, and `max_len` itself.
 fn valid_ct_len(len: usize, max_len: usize) -> bool {
-    len == max_len || (len >= PAD && len < max_len && len % PAD == 0)
+    len == max_len || (len >= PAD && len < max_len && len.is_multiple_of(PAD))
 }
 
 /// The no-key name Linux >= 5.15 shows for a ciphertext name when the key is

@@ -74,11 +74,11 @@ impl XtsKey {
 
     fn process<const ENCRYPT: bool>(&self, first_unit: u64, unit: usize, data: &mut [u8]) {
         assert!(
-            unit != 0 && unit % BLOCK == 0,
+            unit != 0 && unit.is_multiple_of(BLOCK),
             "XTS data unit size {unit} is not a positive multiple of 16"
         );
         assert!(
-            data.len() % unit == 0,
+            data.len().is_multiple_of(unit),
             "XTS input of {} bytes is not a whole number of {unit}-byte data units",
             data.len()
         );

@@ -154,6 +154,9 @@ pub enum Error {
     /// A broken internal invariant: a bug in cryptimg, not a problem with the
     /// input or the arguments.
     Internal(&'static str),
+    /// Another process holds the image's lock (a writer, or readers when
+    /// this process wants to write); `pid` when `/proc/locks` names it.
+    InUse { image: String, pid: Option<u32> },
 }
 
 impl Error {
@@ -186,6 +189,7 @@ impl Error {
             Error::NoSpace { .. } => "allow a larger image, or let it grow as needed",
             Error::InjectedFault { .. } => "unset CRYPTIMG_FAIL_AFTER_WRITES",
             Error::Internal(_) => "this is a bug in cryptimg; please report it with the command that triggered it",
+            Error::InUse { .. } => "wait for the other command to finish, or retry",
         }
     }
 
@@ -222,6 +226,8 @@ impl fmt::Display for Error {
                 write!(f, "injected fault after {writes} writes (CRYPTIMG_FAIL_AFTER_WRITES)")
             }
             Error::Internal(what) => write!(f, "internal error: {what}"),
+            Error::InUse { image, pid: Some(pid) } => write!(f, "{image} is in use by another process (pid {pid})"),
+            Error::InUse { image, pid: None } => write!(f, "{image} is in use by another process"),
         }
     }
 }

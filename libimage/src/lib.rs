@@ -16,6 +16,7 @@
 
 pub mod engine;
 pub mod error;
+pub mod exit;
 pub mod finding;
 pub mod format;
 pub mod ops;

@@ -76,3 +76,115 @@ pub fn mknod(p: &CStr, mode: u32, dev: u64) -> io::Result<()> {
     let r = unsafe { libc::mknod(p.as_ptr(), mode, dev) };
     check_ret(r).map(drop)
 }
+
+/// Where data or a hole begins at or after `off` in `file` (`lseek` with
+/// `SEEK_DATA` when `data`, else `SEEK_HOLE`); `None` (ENXIO) when `off` is
+/// at or past the end, or only a hole follows (`SEEK_DATA`). Filesystems
+/// without hole reporting answer "data at `off`, hole at the end", which is
+/// correct and merely slow for sparse files.
+pub fn seek_data_or_hole(file: &std::fs::File, off: u64, data: bool) -> io::Result<Option<u64>> {
+    use std::os::fd::AsRawFd;
+    let off = libc::off_t::try_from(off).map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    let whence = if data { libc::SEEK_DATA } else { libc::SEEK_HOLE };
+    // SAFETY: lseek on a descriptor the `File` keeps open; no memory is passed.
+    let r = unsafe { libc::lseek(file.as_raw_fd(), off, whence) };
+    if r < 0 {
+        let e = io::Error::last_os_error();
+        return if e.raw_os_error() == Some(libc::ENXIO) { Ok(None) } else { Err(e) };
+    }
+    Ok(Some(r as u64))
+}
+
+/// Keeps this process out of core dumps and `ptrace` by unprivileged
+/// processes (`prctl(PR_SET_DUMPABLE, 0)`): it holds master keys.
+pub fn set_not_dumpable() -> io::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes one integer argument; no memory is passed.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_SET_DUMPABLE,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    check_ret(r).map(drop)
+}
+
+/// A set of signals, blocked in the calling thread (and so in every thread
+/// it starts later) by [`block_signals`], to be received by [`wait_signal`].
+#[derive(Clone, Copy)]
+pub struct SignalSet(libc::sigset_t);
+
+/// Blocks `sigs` in the calling thread; threads started afterwards inherit
+/// the mask, so the signals are only ever received by [`wait_signal`].
+pub fn block_signals(sigs: &[libc::c_int]) -> io::Result<SignalSet> {
+    let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+    // SAFETY: sigemptyset initialises the set it is given a valid pointer to.
+    check_ret(unsafe { libc::sigemptyset(set.as_mut_ptr()) })?;
+    // SAFETY: initialised by sigemptyset just above.
+    let mut set = unsafe { set.assume_init() };
+    for &s in sigs {
+        // SAFETY: `set` is an initialised sigset_t.
+        check_ret(unsafe { libc::sigaddset(&mut set, s) })?;
+    }
+    // SAFETY: `set` is initialised; a null old-set pointer is allowed.
+    let r = unsafe { libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut()) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(SignalSet(set))
+}
+
+/// Waits for one of the (blocked) signals of `set` and returns its number.
+pub fn wait_signal(set: &SignalSet) -> io::Result<libc::c_int> {
+    let mut sig: libc::c_int = 0;
+    // SAFETY: `set.0` is an initialised sigset_t; `sig` is a valid out pointer.
+    let r = unsafe { libc::sigwait(&set.0, &mut sig) };
+    if r != 0 {
+        return Err(io::Error::from_raw_os_error(r));
+    }
+    Ok(sig)
+}
+
+/// Ends the process the way `sig` would have without a handler (so the
+/// parent sees "killed by SIGINT", exit status 128 + n in a shell).
+pub fn die_by_signal(sig: libc::c_int) -> ! {
+    // SAFETY: plain libc calls with valid arguments; restoring the default
+    // action, unblocking the signal in this thread and raising it there
+    // terminates the process. `_exit` is the fallback should it not.
+    unsafe {
+        libc::signal(sig, libc::SIG_DFL);
+        let mut set = std::mem::MaybeUninit::<libc::sigset_t>::uninit();
+        libc::sigemptyset(set.as_mut_ptr());
+        let mut set = set.assume_init();
+        libc::sigaddset(&mut set, sig);
+        libc::pthread_sigmask(libc::SIG_UNBLOCK, &set, std::ptr::null_mut());
+        libc::raise(sig);
+        libc::_exit(128 + sig)
+    }
+}
+
+/// Restores the default action of SIGPIPE (the Rust runtime ignores it), so
+/// a write to a closed pipe ends the process quietly, as it does coreutils.
+pub fn default_sigpipe() {
+    // SAFETY: setting a signal's disposition to SIG_DFL passes no memory.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+/// Whether the process may dump core (`prctl(PR_GET_DUMPABLE)`).
+pub fn is_dumpable() -> io::Result<bool> {
+    // SAFETY: PR_GET_DUMPABLE takes no argument and passes no memory.
+    let r = unsafe {
+        libc::prctl(
+            libc::PR_GET_DUMPABLE,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        )
+    };
+    check_ret(r).map(|v| v != 0)
+}

@@ -4,16 +4,27 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use cryptimg_cli::{exit, load_keys, main_with, parse_args, parse_size, OutputArgs};
+use cryptimg_cli::source::SourceArgs;
+use cryptimg_cli::{commit_time, exit, load_key, load_keys, main_with, parse_args, parse_size, source_date_epoch, OutputArgs};
 use libimage::engine::image::{Access, Image};
-use libimage::engine::keyfile::{generate_key_file, load_key};
+use libimage::engine::keyfile::generate_key_file;
 use libimage::ops::build::Reproducible;
-use libimage::ops::create::{create_image, CreateOptions, Source};
+use libimage::ops::create::{create_image, CreateOptions};
 use libimage::ops::lifecycle::{self, RekeyOptions, UpdateOptions};
+
+/// The tools decode metadata into hundreds of thousands of small allocations
+/// (one per name, per file map); with glibc's malloc that dominated
+/// `fsck-crypt check` of a 100k-file image (BENCHMARKS.md), so each binary
+/// (not the shared `cli` library) uses mimalloc.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
 #[command(name = "mkfs-crypt", version, about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
 struct Cli {
+    /// When another process holds the image, wait for it instead of failing.
+    #[arg(long, global = true)]
+    wait: bool,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -87,12 +98,8 @@ struct UpdateArgs {
     /// The snapshot to update.
     #[arg(long)]
     snapshot: String,
-    /// Source directory tree.
-    #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
-    root: Option<PathBuf>,
-    /// Source tar archive (ustar, pax, GNU), or `-` for standard input.
-    #[arg(long)]
-    tar: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Key file(s): the snapshot's policy key, plus any key its directories are under (repeatable; `-` = stdin once).
     #[arg(long, required = true)]
     key_file: Vec<PathBuf>,
@@ -122,12 +129,8 @@ struct DeleteArgs {
 struct CreateArgs {
     /// The image file to create.
     image: PathBuf,
-    /// Source directory tree.
-    #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
-    root: Option<PathBuf>,
-    /// Source tar archive (ustar, pax, GNU), or `-` for standard input.
-    #[arg(long)]
-    tar: Option<PathBuf>,
+    #[command(flatten)]
+    source: SourceArgs,
     /// Raw master key file (32..64 bytes), or `-` for standard input.
     #[arg(long)]
     key_file: PathBuf,
@@ -148,15 +151,15 @@ struct CreateArgs {
 }
 
 fn create(a: CreateArgs) -> anyhow::Result<i32> {
+    a.source.check_stdin([a.key_file.as_path()])?;
+    if !a.force && a.image.exists() {
+        anyhow::bail!("{} already exists; pass --force to replace it", a.image.display());
+    }
+    if a.size.is_some_and(|s| s % 4096 != 0) {
+        anyhow::bail!("--size must be a multiple of 4096 bytes");
+    }
     let key = load_key(&a.key_file)?;
-    let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => Some(
-            v.trim()
-                .parse::<i64>()
-                .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not an integer"))?,
-        ),
-        Err(_) => None,
-    };
+    let epoch = source_date_epoch()?;
     let opts = CreateOptions {
         snapshot: a.snapshot,
         repro: Reproducible {
@@ -167,15 +170,7 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
         size: a.size,
     };
     let bar = a.out.bar();
-    let report = match (&a.root, &a.tar) {
-        (Some(d), _) => create_image(&a.image, Source::Dir(d), &key, &opts, &bar)?,
-        (None, Some(t)) if t.as_os_str() == "-" => create_image(&a.image, Source::Tar(&mut std::io::stdin().lock()), &key, &opts, &bar)?,
-        (None, Some(t)) => {
-            let mut f = std::fs::File::open(t).map_err(|e| anyhow::anyhow!("opening tar {}: {e}", t.display()))?;
-            create_image(&a.image, Source::Tar(&mut f), &key, &opts, &bar)?
-        }
-        (None, None) => unreachable!("clap requires --root or --tar"),
-    };
+    let report = a.source.with(|src| create_image(&a.image, src, &key, &opts, &bar))?;
     if a.out.json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !a.out.quiet {
@@ -190,17 +185,6 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
         println!("  image size  {} bytes", report.image_bytes);
     }
     Ok(exit::OK)
-}
-
-/// Commit and creation time: SOURCE_DATE_EPOCH when set, else now.
-fn commit_time() -> anyhow::Result<i64> {
-    match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) => v
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| anyhow::anyhow!("SOURCE_DATE_EPOCH={v:?} is not an integer")),
-        Err(_) => Ok(libimage::ops::create::now(Reproducible::default())),
-    }
 }
 
 fn open_rw(image: &std::path::Path) -> anyhow::Result<Image> {
@@ -284,9 +268,7 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
 }
 
 fn update(a: UpdateArgs) -> anyhow::Result<i32> {
-    if a.tar.as_ref().is_some_and(|t| t.as_os_str() == "-") && a.key_file.iter().any(|p| p.as_os_str() == "-") {
-        anyhow::bail!("standard input (-) cannot supply both the tar stream and a key file");
-    }
+    a.source.check_stdin(a.key_file.iter().map(PathBuf::as_path))?;
     let keys = load_keys(&a.key_file)?;
     let mut img = open_rw(&a.image)?;
     let opts = UpdateOptions {
@@ -295,17 +277,9 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
         time: commit_time()?,
     };
     let bar = a.out.bar();
-    let r = match (&a.root, &a.tar) {
-        (Some(d), _) => lifecycle::update(&mut img, &a.snapshot, Source::Dir(d), &keys, &opts, &bar)?,
-        (None, Some(t)) if t.as_os_str() == "-" => {
-            lifecycle::update(&mut img, &a.snapshot, Source::Tar(&mut std::io::stdin().lock()), &keys, &opts, &bar)?
-        }
-        (None, Some(t)) => {
-            let mut f = std::fs::File::open(t).map_err(|e| anyhow::anyhow!("opening tar {}: {e}", t.display()))?;
-            lifecycle::update(&mut img, &a.snapshot, Source::Tar(&mut f), &keys, &opts, &bar)?
-        }
-        (None, None) => unreachable!("clap requires --root or --tar"),
-    };
+    let r = a
+        .source
+        .with(|src| lifecycle::update(&mut img, &a.snapshot, src, &keys, &opts, &bar))?;
     if a.out.json {
         print_json(&r)?;
     } else if !a.out.quiet {
@@ -339,7 +313,9 @@ fn delete(a: DeleteArgs) -> anyhow::Result<i32> {
 }
 
 fn main() {
+    cryptimg_cli::init_process();
     let cli: Cli = parse_args();
+    libimage::engine::lock::set_wait(cli.wait);
     main_with("mkfs-crypt", || match cli.cmd {
         Cmd::Create(a) => create(a),
         Cmd::Keygen { file } => {

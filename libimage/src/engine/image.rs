@@ -11,10 +11,11 @@
 //! everything it references untouched.
 
 use std::fs::{File, OpenOptions};
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Path, PathBuf};
 
 use crate::engine::alloc::FreeMap;
+use crate::engine::lock::{self, LockGuard, LockMode};
 use crate::engine::parallel::{combine_crcs, pieces, split_units};
 use crate::error::{CorruptKind, Error, Result};
 use crate::finding::{Finding, Severity};
@@ -322,6 +323,58 @@ pub struct Image {
     access: Access,
     /// Set once a write failed: the in-memory state may no longer match.
     poisoned: bool,
+    /// [`BlockIo::writes`] at the last successful commit (or the opening):
+    /// more means blocks were written that no commit references yet.
+    committed_writes: u64,
+    /// The image's lock (`engine::lock`): exclusive for writers, shared for
+    /// readers; `None` for a new image nobody else can see yet.
+    _lock: Option<LockGuard>,
+}
+
+/// Opens an image file and takes its lock (exclusive to write, shared to
+/// read) before anything is read from it. If the path was renamed over
+/// meanwhile (`create --force`, a restore), the lock is on a file that no
+/// longer has the name: open the new file instead.
+fn open_locked(path: &Path, access: Access) -> Result<(File, LockGuard)> {
+    let mode = match access {
+        Access::ReadOnly => LockMode::Shared,
+        Access::ReadWrite => LockMode::Exclusive,
+    };
+    let mut tries = 0;
+    loop {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(access == Access::ReadWrite)
+            .open(path)
+            .map_err(|e| Error::io(format!("opening image {}", path.display()), e))?;
+        let guard = lock::lock(&file, path, mode)?;
+        let same = match (file.metadata(), std::fs::metadata(path)) {
+            (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),
+            _ => false,
+        };
+        tries += 1;
+        if same || tries >= 3 {
+            return Ok((file, guard));
+        }
+    }
+}
+
+impl Drop for Image {
+    /// A write session that ends without committing its last writes (an
+    /// error such as a full disk, or the caller giving up) may have grown the
+    /// file past the committed image: cut it back, so the file is exactly the
+    /// committed image again. Blocks inside the committed size that the
+    /// session wrote are free in the committed state and harmless.
+    fn drop(&mut self) {
+        if self.access != Access::ReadWrite || self._lock.is_none() || self.io.writes == self.committed_writes {
+            return;
+        }
+        let committed = self.sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
+        if committed > 0 && self.io.file.metadata().is_ok_and(|m| m.len() > committed) {
+            let _ = self.io.file.set_len(committed);
+            let _ = self.io.file.sync_all();
+        }
+    }
 }
 
 impl Image {
@@ -344,12 +397,28 @@ impl Image {
     /// Opens an image whose superblock and metadata decode, returning the
     /// structural findings instead of refusing it. For the checker and repair.
     pub fn open_unchecked(path: &Path, access: Access) -> Result<(Image, Vec<Finding>)> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(access == Access::ReadWrite)
-            .open(path)
-            .map_err(|e| Error::io(format!("opening image {}", path.display()), e))?;
-        let sb = newest(&read_slots(&file))?;
+        Image::open_at(path, access, None)
+    }
+
+    /// Like [`Image::open_unchecked`], at the state `sb` (a superblock read
+    /// from the image) rather than the newest: for rolling back to the
+    /// previous generation. The first commit writes generation `sb + 1`.
+    pub fn open_superblock(path: &Path, access: Access, sb: &Superblock) -> Result<(Image, Vec<Finding>)> {
+        Image::open_at(path, access, Some(sb))
+    }
+
+    fn open_at(path: &Path, access: Access, at: Option<&Superblock>) -> Result<(Image, Vec<Finding>)> {
+        let (file, lock) = open_locked(path, access)?;
+        let sb = match at {
+            None => newest(&read_slots(&file))?,
+            Some(want) => {
+                let slots = read_slots(&file);
+                match slots.iter().filter_map(|s| s.as_ref().ok()).find(|s| *s == want) {
+                    Some(s) => s.clone(),
+                    None => return Err(Error::Invalid("the image changed while it was being opened; try again".into())),
+                }
+            }
+        };
         let flen = file.metadata().map_err(|e| Error::io("stat of the image", e))?.len();
         let need = sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
         if flen < need {
@@ -387,6 +456,8 @@ impl Image {
             io: BlockIo::new(file),
             access,
             poisoned: false,
+            committed_writes: 0,
+            _lock: Some(lock),
         };
         Ok((img, findings))
     }
@@ -397,7 +468,7 @@ impl Image {
         let total = if max_blocks == 0 { 2 } else { max_blocks };
         if max_blocks != 0 && max_blocks < 4 {
             return Err(Error::Invalid(format!(
-                "--size of {max_blocks} blocks is too small (at least 4 blocks)"
+                "a fixed size of {max_blocks} blocks is too small (at least 4 blocks)"
             )));
         }
         let sb = Superblock {
@@ -423,6 +494,8 @@ impl Image {
             io: BlockIo::new(file),
             access: Access::ReadWrite,
             poisoned: false,
+            committed_writes: 0,
+            _lock: None,
         })
     }
 
@@ -529,7 +602,7 @@ impl Image {
     /// caller (while encrypting, on all cores).
     pub(crate) fn write_raw_extent_crc(&mut self, ctx: ExtentContext, ciphertext: &[u8], crc: u32) -> Result<u64> {
         self.check_writable()?;
-        debug_assert!(!ciphertext.is_empty() && ciphertext.len() % BLOCK_SIZE == 0);
+        debug_assert!(!ciphertext.is_empty() && ciphertext.len().is_multiple_of(BLOCK_SIZE));
         let blocks = (ciphertext.len() / BLOCK_SIZE) as u32;
         let start = self.alloc(u64::from(blocks))?;
         self.write_blocks(start, ciphertext)?;
@@ -680,6 +753,7 @@ impl Image {
             self.free.release(s, l);
         }
         self.sb = sb;
+        self.committed_writes = self.io.writes;
         Ok(())
     }
 
@@ -713,10 +787,12 @@ impl Image {
         match name {
             Some(n) => Ok(&self.meta.snapshots[self.meta.snapshot_index(n)?]),
             None if self.meta.snapshots.len() == 1 => Ok(&self.meta.snapshots[0]),
-            None => self
-                .meta
-                .snapshot("main")
-                .ok_or_else(|| Error::Invalid(format!("the image has several snapshots; choose one with --snapshot ({})", names()))),
+            None => self.meta.snapshot("main").ok_or_else(|| {
+                Error::Invalid(format!(
+                    "the image has several snapshots and none is named main; name one ({})",
+                    names()
+                ))
+            }),
         }
     }
 }

@@ -7,4 +7,6 @@ pub mod atomic;
 pub mod crc;
 pub mod image;
 pub mod keyfile;
+pub mod lock;
 pub mod parallel;
+pub mod process;

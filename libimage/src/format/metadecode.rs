@@ -297,7 +297,7 @@ mod tests {
             mtime: Timespec { sec: 3, nsec: 4 },
             ctime: Timespec { sec: 5, nsec: 6 },
             rdev: 0,
-            xattrs: if ino % 7 == 0 {
+            xattrs: if ino.is_multiple_of(7) {
                 vec![(b"user.x".to_vec(), vec![ino as u8; 3])]
             } else {
                 Vec::new()
@@ -387,7 +387,7 @@ mod tests {
                 let off = (rng.next_u64() % s.len() as u64) as usize;
                 s[off] ^= (rng.next_u64() % 255) as u8 + 1;
             }
-            if rng.next_u64() % 5 == 0 {
+            if rng.next_u64().is_multiple_of(5) {
                 let cut = (rng.next_u64() % s.len() as u64) as usize;
                 s.truncate(cut);
             }

@@ -6,7 +6,6 @@
 //! ciphertext, exactly as fscrypt looks names up, so no plaintext index is kept.
 
 use std::collections::HashMap;
-use std::io::Read;
 
 use sha2::{Digest, Sha256};
 
@@ -16,7 +15,7 @@ use crate::format::extent::MAX_EXTENT_BLOCKS;
 use crate::format::inode::{Body, DirEntry, Inode, MapEntry, S_IFDIR};
 use crate::format::snapshot::Snapshot;
 use crate::progress::Progress;
-use crate::tree::{EntrySink, Meta, SourceEntry, SourceKind, Timespec};
+use crate::tree::{EntrySink, FileData, Meta, Run, SourceEntry, SourceKind, Timespec};
 use crate::BLOCK_SIZE;
 use fscrypt::context::PolicyContext;
 use fscrypt::{MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
@@ -59,6 +58,12 @@ pub struct Builder<'a> {
     ciphers: HashMap<u64, NameCipher>,
     /// Per touched directory: encrypted name → inode.
     index: HashMap<u64, HashMap<Vec<u8>, u64>>,
+    /// The directories [`Builder::ensure_dir`] resolved last, as (name,
+    /// inode) from the root: an entry shares most of its parent path with the
+    /// one before it, so only the new tail is looked up (name encryption per
+    /// component would make a deep tree cost the square of its depth).
+    /// Cleared whenever an entry is removed.
+    dir_cache: Vec<(Vec<u8>, u64)>,
     buf: Vec<u8>,
     pub stats: BuildStats,
 }
@@ -103,6 +108,7 @@ impl<'a> Builder<'a> {
             progress,
             ciphers: HashMap::new(),
             index: HashMap::new(),
+            dir_cache: Vec::new(),
             buf: Vec::new(),
             stats: BuildStats::default(),
         })
@@ -202,8 +208,13 @@ impl<'a> Builder<'a> {
     /// Resolves a directory path, creating missing directories (tar archives
     /// may omit them) with mode 0755.
     fn ensure_dir(&mut self, path: &[Vec<u8>]) -> Result<u64> {
-        let mut cur = self.img.meta().snapshots[self.snap].root;
-        for (i, c) in path.iter().enumerate() {
+        let same = self.dir_cache.iter().zip(path).take_while(|((n, _), c)| n == *c).count();
+        self.dir_cache.truncate(same);
+        let mut cur = match self.dir_cache.last() {
+            Some(&(_, ino)) => ino,
+            None => self.img.meta().snapshots[self.snap].root,
+        };
+        for (i, c) in path.iter().enumerate().skip(same) {
             let (ct, found) = self.lookup(cur, c)?;
             cur = match found {
                 Some(ino) if self.img.meta().snapshots[self.snap].inodes.get(&ino).is_some_and(|i| i.is_dir()) => ino,
@@ -218,6 +229,7 @@ impl<'a> Builder<'a> {
                     ino
                 }
             };
+            self.dir_cache.push((c.clone(), cur));
         }
         Ok(cur)
     }
@@ -258,7 +270,12 @@ impl<'a> Builder<'a> {
     }
 
     fn new_dir(&mut self, path: &[Vec<u8>], meta: &Meta) -> Result<u64> {
-        let nonce = self.nonce(&[b"dir", &self.path_bytes(path)])?;
+        // The path is only hashed for deterministic nonces: joining it for
+        // every directory would cost the square of a deep tree's depth.
+        let nonce = match &self.det {
+            Some(d) => d.nonce(&[b"dir", &self.path_bytes(path)]),
+            None => Nonce::random()?,
+        };
         self.stats.dirs += 1;
         self.new_inode(
             meta,
@@ -289,6 +306,7 @@ impl<'a> Builder<'a> {
     /// Removes entry `ct` (naming `ino`) from `dir`; frees the inode, and for a
     /// directory its whole subtree, when no name is left.
     pub fn unlink(&mut self, dir: u64, ct: &[u8], ino: u64) {
+        self.dir_cache.clear();
         self.dir_index(dir).remove(ct);
         let snap = self.snap;
         if let Some(Inode {
@@ -318,21 +336,40 @@ impl<'a> Builder<'a> {
     }
 
     /// Reads a file's content into extents. All-zero blocks become holes.
-    fn write_file(&mut self, path: &[Vec<u8>], size: u64, content: &mut dyn Read) -> Result<Vec<MapEntry>> {
+    /// Holes the source knows of (`FileData::run`: a tar sparse map, a
+    /// filesystem hole) are skipped without reading, so the cost is the data
+    /// present, not the size claimed.
+    fn write_file(&mut self, path: &[Vec<u8>], size: u64, content: &mut dyn FileData) -> Result<Vec<MapEntry>> {
         let mut map = Vec::new();
         let chunk_max = MAX_EXTENT_BLOCKS as usize * BLOCK_SIZE;
-        let pathb = self.path_bytes(path);
+        let pathb = if self.det.is_some() { self.path_bytes(path) } else { Vec::new() };
         let mut buf = std::mem::take(&mut self.buf);
         let mut done = 0u64;
+        let bs = BLOCK_SIZE as u64;
+        let read_err = |e| Error::io(format!("reading {} ({size} bytes expected)", display_path(path)), e);
         let r = (|| {
             while done < size {
-                let n = (size - done).min(chunk_max as u64) as usize;
+                // `done` is a multiple of the block size here.
+                let run_end = match content.run().map_err(read_err)? {
+                    Run::Hole { end } => {
+                        let to = (end.min(size) / bs * bs).max(done);
+                        if to > done {
+                            content.skip_hole(to).map_err(read_err)?;
+                            self.progress.advance(0, to - done);
+                            done = to;
+                            continue;
+                        }
+                        // A hole shorter than the rest of this block: read it.
+                        (done + bs).min(size)
+                    }
+                    Run::Data { end } => end.min(size).max(done + 1),
+                };
+                let upto = run_end.div_ceil(bs).saturating_mul(bs).min(size);
+                let n = (upto - done).min(chunk_max as u64) as usize;
                 let padded = n.div_ceil(BLOCK_SIZE) * BLOCK_SIZE;
                 buf.clear();
                 buf.resize(padded, 0);
-                content
-                    .read_exact(&mut buf[..n])
-                    .map_err(|e| Error::io(format!("reading {} ({size} bytes expected)", display_path(path)), e))?;
+                content.read_exact(&mut buf[..n]).map_err(read_err)?;
                 let lblk0 = done / BLOCK_SIZE as u64;
                 let nblk = padded / BLOCK_SIZE;
                 let mut b = 0;
@@ -372,7 +409,10 @@ impl<'a> Builder<'a> {
 
     fn add(&mut self, e: SourceEntry<'_>) -> Result<()> {
         let path = e.path;
-        for c in &path {
+        // Components shared with the directories resolved last were checked
+        // then; checking them again would cost the square of the depth.
+        let known = self.dir_cache.iter().zip(&path).take_while(|((n, _), c)| n == *c).count();
+        for c in &path[known..] {
             if c.len() > NAME_MAX {
                 return Err(invalid_path(
                     &path,

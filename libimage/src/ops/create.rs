@@ -78,7 +78,7 @@ pub fn create_image(
 ) -> Result<CreateReport> {
     if path.exists() && !opts.force {
         return Err(Error::Invalid(format!(
-            "{} already exists; pass --force to replace it",
+            "{} already exists and replacing it was not requested",
             path.display()
         )));
     }
@@ -93,9 +93,14 @@ pub fn create_image(
     let max_blocks = match opts.size {
         None => 0,
         Some(s) if s % BLOCK_SIZE as u64 == 0 => s / BLOCK_SIZE as u64,
-        Some(s) => return Err(Error::Invalid(format!("--size {s} is not a multiple of {BLOCK_SIZE}"))),
+        Some(s) => return Err(Error::Invalid(format!("image size {s} is not a multiple of {BLOCK_SIZE}"))),
     };
-    let (tmp, file) = AtomicFile::new(path)?;
+    // Replacing an image: hold its writer lock until the new one is in place.
+    let (tmp, file) = if opts.force {
+        AtomicFile::replacing(path)?
+    } else {
+        AtomicFile::new(path)?
+    };
     let mut report = build(file, tmp.path(), source, key, opts, max_blocks, progress)?;
     tmp.persist(opts.force)?;
     report.image = path.to_path_buf();

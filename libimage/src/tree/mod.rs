@@ -54,8 +54,10 @@ pub enum SourceKind<'a> {
     File {
         /// Logical size in bytes.
         size: u64,
-        /// The contents; reading past `size` yields EOF, a short source is an error.
-        content: &'a mut dyn Read,
+        /// The contents; reading past `size` yields EOF, a short source is an
+        /// error. [`FileData::run`] tells where holes are, so a consumer can
+        /// skip them instead of reading zeros.
+        content: &'a mut dyn FileData,
     },
     /// A symbolic link.
     Symlink {
@@ -70,6 +72,36 @@ pub enum SourceKind<'a> {
     /// FIFO, char/block device, or socket: the type is in meta.mode, the device number in meta.rdev.
     Special,
 }
+
+/// The run of a file's contents at the current read position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Zeros the source knows of without reading them (a tar sparse map's
+    /// gap, a filesystem hole), up to logical offset `end`.
+    Hole { end: u64 },
+    /// Bytes to read, up to logical offset `end` (`u64::MAX`: unknown).
+    Data { end: u64 },
+}
+
+/// File contents as a reader that also knows its holes, so that a claimed
+/// size costs nothing: only the data actually present is read.
+pub trait FileData: Read {
+    /// The run at the current position. The default: all data.
+    fn run(&mut self) -> io::Result<Run> {
+        Ok(Run::Data { end: u64::MAX })
+    }
+    /// Moves the position forward to `to`, which must lie within the hole
+    /// [`FileData::run`] reported at the current position.
+    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no hole to skip to offset {to}"),
+        ))
+    }
+}
+
+/// In-memory contents (tests, fixtures): all data.
+impl FileData for &[u8] {}
 
 /// One entry of a source tree.
 pub struct SourceEntry<'a> {
@@ -118,13 +150,37 @@ pub(crate) struct Content<R> {
 }
 
 impl<R: Read> Content<R> {
-    pub(crate) fn dense(inner: R, size: u64) -> Self {
-        Content {
-            inner,
-            segments: vec![(0, size)],
-            next: 0,
-            pos: 0,
-            size,
+    /// Steps `next` past the segments that end at or before the position.
+    fn settle(&mut self) {
+        while let Some(&(off, len)) = self.segments.get(self.next) {
+            if self.pos < off + len {
+                break;
+            }
+            self.next += 1;
+        }
+    }
+}
+
+impl<R: Read> FileData for Content<R> {
+    fn run(&mut self) -> io::Result<Run> {
+        self.settle();
+        Ok(match self.segments.get(self.next) {
+            Some(&(off, len)) if self.pos >= off => Run::Data { end: off + len },
+            Some(&(off, _)) => Run::Hole { end: off },
+            None => Run::Hole { end: self.size },
+        })
+    }
+
+    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        match self.run()? {
+            Run::Hole { end } if to >= self.pos && to <= end => {
+                self.pos = to;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {to} is not within the hole at {}", self.pos),
+            )),
         }
     }
 }

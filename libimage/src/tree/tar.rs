@@ -291,7 +291,7 @@ fn normalize(raw: &[u8], at: u64) -> Result<Vec<Vec<u8>>> {
     if raw.contains(&0) {
         return Err(malformed("NUL byte in path", "tar header", at));
     }
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(raw.iter().filter(|&&b| b == b'/').count() + 1);
     for c in raw.split(|&b| b == b'/') {
         match c {
             b"" | b"." => {}

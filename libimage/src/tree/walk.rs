@@ -5,12 +5,12 @@ use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
 use std::io;
-use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
 
 use super::*;
 use crate::error::{Error, Result};
-use crate::sys::{c_path, lgetxattr, llistxattr};
+use crate::sys::{c_path, lgetxattr, llistxattr, seek_data_or_hole};
 
 /// Runs a size-query-then-fetch syscall pair (`*listxattr`, `*getxattr`),
 /// retrying when the value grows in between.
@@ -176,7 +176,7 @@ impl Walker<'_> {
                 return Err(Error::io(ctx(), io::Error::other("file was replaced during the walk")));
             }
             let size = fst.len();
-            let mut content = Content::dense(file, size);
+            let mut content = SparseFile { file, pos: 0, size };
             let kind = SourceKind::File {
                 size,
                 content: &mut content,
@@ -193,5 +193,61 @@ impl Walker<'_> {
 
     fn emit(&mut self, path: Vec<Vec<u8>>, meta: Meta, kind: SourceKind<'_>) -> Result<()> {
         self.sink.entry(SourceEntry { path, meta, kind })
+    }
+}
+
+/// A regular file of the source tree, read up to the size it had when the
+/// walk reached it. Its holes are found with `SEEK_DATA`/`SEEK_HOLE`, so a
+/// sparse file costs only its data: a 64 GiB file with one written block is
+/// one block to read.
+struct SparseFile {
+    file: fs::File,
+    pos: u64,
+    size: u64,
+}
+
+impl io::Read for SparseFile {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let want = usize::try_from(self.size.saturating_sub(self.pos)).map_or(buf.len(), |n| n.min(buf.len()));
+        if want == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..want], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "the file shrank while it was read"));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl FileData for SparseFile {
+    fn run(&mut self) -> io::Result<Run> {
+        if self.pos >= self.size {
+            return Ok(Run::Hole { end: self.size });
+        }
+        match seek_data_or_hole(&self.file, self.pos, true)? {
+            None => Ok(Run::Hole { end: self.size }),
+            Some(d) if d > self.pos => Ok(Run::Hole { end: d.min(self.size) }),
+            Some(_) => {
+                let h = seek_data_or_hole(&self.file, self.pos, false)?.unwrap_or(self.size);
+                Ok(Run::Data {
+                    end: h.clamp(self.pos + 1, self.size),
+                })
+            }
+        }
+    }
+
+    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        match self.run()? {
+            Run::Hole { end } if to >= self.pos && to <= end => {
+                self.pos = to;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("offset {to} is not within a hole at {}", self.pos),
+            )),
+        }
     }
 }

@@ -6,7 +6,7 @@
 //! writer created itself (so no path ever resolves through a symlink from the
 //! image), and files are created with `O_CREAT | O_EXCL | O_NOFOLLOW`.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ffi::{CString, OsStr};
 use std::fs::{self, DirBuilder, File, OpenOptions};
 use std::io;
@@ -38,6 +38,8 @@ pub struct WriteStats {
     /// Extended attributes the destination refused (unsupported filesystem, a
     /// namespace this process may not write, or user xattrs on a symlink).
     pub xattrs_skipped: u64,
+    /// Extra names (hard links) of skipped entries, not created either.
+    pub links_skipped: u64,
 }
 
 /// Writes a tree below a destination directory.
@@ -48,6 +50,8 @@ pub struct TreeWriter {
     /// Directories created so far (the root is implicit), with the metadata
     /// to apply in [`TreeWriter::finish`].
     dirs: HashMap<Vec<Vec<u8>>, Meta>,
+    /// Entries [`TreeWriter::special`] skipped: a hard link to one is skipped too.
+    skipped: HashSet<Vec<Vec<u8>>>,
     stats: WriteStats,
 }
 
@@ -87,6 +91,7 @@ impl TreeWriter {
             root: dest.to_path_buf(),
             as_root: as_root && running_as_root(),
             dirs: HashMap::new(),
+            skipped: HashSet::new(),
             stats: WriteStats::default(),
         })
     }
@@ -169,29 +174,39 @@ impl TreeWriter {
         Ok(())
     }
 
-    /// Creates `path` as another name of the earlier entry `target`.
+    /// Creates `path` as another name of the earlier entry `target`. When
+    /// `target` was skipped (a device node when not root), `path` is skipped
+    /// too and counted in `links_skipped`, and the rest of the tree goes on.
     pub fn hard_link(&mut self, path: &[Vec<u8>], target: &[Vec<u8>]) -> Result<()> {
         let p = self.resolve(path)?;
         let t = self.resolve(target)?;
         if target.is_empty() {
             return Err(Error::Invalid("refusing to hard-link the root".into()));
         }
+        if self.skipped.contains(target) {
+            self.stats.links_skipped += 1;
+            return Ok(());
+        }
         fs::hard_link(&t, &p).map_err(|e| Error::io(format!("linking {} to {}", p.display(), t.display()), e))?;
         self.stats.hardlinks += 1;
         Ok(())
     }
 
-    /// Creates a FIFO, or a device node when running as root; a socket (or a
-    /// device when not root) is only counted in `skipped`.
+    /// Creates a FIFO or a socket inode (`mknod(S_IFSOCK)`, which needs no
+    /// privilege; nothing listens on it, as after `tar -x`), or a device node
+    /// when running as root; a device when not root is only counted in
+    /// `skipped` (and so are its hard links, see [`TreeWriter::hard_link`]).
     pub fn special(&mut self, path: &[Vec<u8>], meta: &Meta) -> Result<()> {
         let p = self.resolve(path)?;
         let cp = c_path(&p)?;
         let fmt = meta.mode & libc::S_IFMT;
         let made = match fmt {
             libc::S_IFIFO => mkfifo(&cp, 0o600),
+            libc::S_IFSOCK => mknod(&cp, fmt | 0o600, 0),
             libc::S_IFCHR | libc::S_IFBLK if self.as_root => mknod(&cp, fmt | 0o600, meta.rdev),
-            libc::S_IFCHR | libc::S_IFBLK | libc::S_IFSOCK => {
+            libc::S_IFCHR | libc::S_IFBLK => {
                 self.stats.skipped += 1;
+                self.skipped.insert(path.to_vec());
                 return Ok(());
             }
             _ => {
@@ -205,8 +220,9 @@ impl TreeWriter {
         match made {
             Ok(()) => {}
             // Root without CAP_MKNOD (e.g. in a user namespace): as if not root.
-            Err(e) if fmt != libc::S_IFIFO && e.raw_os_error() == Some(libc::EPERM) => {
+            Err(e) if matches!(fmt, libc::S_IFCHR | libc::S_IFBLK) && e.raw_os_error() == Some(libc::EPERM) => {
                 self.stats.skipped += 1;
+                self.skipped.insert(path.to_vec());
                 return Ok(());
             }
             Err(e) => return Err(Error::io(format!("creating {}", p.display()), e)),
@@ -304,6 +320,7 @@ mod tests {
             hardlinks: 2,
             skipped: 0,
             xattrs_skipped: 0,
+            links_skipped: 0,
         };
         assert_eq!(stats, want);
         if running_as_root() {
@@ -399,15 +416,64 @@ mod tests {
         let md = fs::symlink_metadata(dest.join("fifo")).unwrap();
         assert!(md.file_type().is_fifo());
         assert_eq!((md.mode() & 0o7777, md.mtime_nsec()), (0o640, 987_654_321));
-        assert!(fs::symlink_metadata(dest.join("sock")).is_err());
+        let md = fs::symlink_metadata(dest.join("sock")).unwrap();
+        assert!(md.file_type().is_socket());
+        assert_eq!(md.mode() & 0o7777, 0o755);
         if running_as_root() {
             let md = fs::symlink_metadata(dest.join("null")).unwrap();
             assert!(md.file_type().is_char_device());
             assert_eq!(md.rdev(), libc::makedev(1, 3));
-            assert_eq!((stats.specials, stats.skipped), (2, 1));
+            assert_eq!((stats.specials, stats.skipped), (3, 0));
         } else {
             assert!(fs::symlink_metadata(dest.join("null")).is_err());
-            assert_eq!((stats.specials, stats.skipped), (1, 2));
+            assert_eq!((stats.specials, stats.skipped), (2, 1));
+        }
+    }
+
+    /// Hard-linked FIFOs, sockets and devices extract like any other file;
+    /// a skipped device (not root) takes its other names with it, and the
+    /// rest of the tree is still written.
+    #[test]
+    fn hard_linked_specials() {
+        for as_root in [true, false] {
+            let tmp = tempfile::tempdir().unwrap();
+            let dest = tmp.path().join("out");
+            let mut w = TreeWriter::new(&dest, as_root).unwrap();
+            let root = w.as_root;
+            let null = Meta {
+                rdev: libc::makedev(1, 3),
+                ..meta(libc::S_IFCHR | 0o666)
+            };
+            w.special(&names("a-fifo"), &meta(libc::S_IFIFO | 0o640)).unwrap();
+            w.hard_link(&names("b-fifo"), &names("a-fifo")).unwrap();
+            w.special(&names("a-sock"), &meta(libc::S_IFSOCK | 0o755)).unwrap();
+            w.hard_link(&names("b-sock"), &names("a-sock")).unwrap();
+            w.special(&names("a-null"), &null).unwrap();
+            w.hard_link(&names("b-null"), &names("a-null")).unwrap();
+            w.hard_link(&names("c-null"), &names("a-null")).unwrap();
+            let f = w.create_file(&names("z-after")).unwrap();
+            w.finish_file(&names("z-after"), f, 3, &meta(libc::S_IFREG | 0o644)).unwrap();
+            let st = w.finish().unwrap();
+            for n in ["fifo", "sock"] {
+                let a = fs::symlink_metadata(dest.join(format!("a-{n}"))).unwrap();
+                let b = fs::symlink_metadata(dest.join(format!("b-{n}"))).unwrap();
+                assert_eq!((a.ino(), a.nlink()), (b.ino(), 2), "{n}");
+            }
+            assert!(dest.join("z-after").exists());
+            assert_eq!(st.hardlinks, if root { 4 } else { 2 });
+            if root {
+                assert_eq!(fs::symlink_metadata(dest.join("c-null")).unwrap().nlink(), 3);
+                assert_eq!((st.skipped, st.links_skipped), (0, 0));
+            } else {
+                for n in ["a-null", "b-null", "c-null"] {
+                    assert!(fs::symlink_metadata(dest.join(n)).is_err(), "{n}");
+                }
+                assert_eq!((st.skipped, st.links_skipped), (1, 2));
+            }
+            if as_root && !root {
+                assert!(std::env::var("CI").as_deref() != Ok("true"), "CI=true runs as root");
+                println!("SKIP: hard_linked_specials (as root): not running as root");
+            }
         }
     }
 

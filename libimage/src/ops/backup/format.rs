@@ -353,7 +353,7 @@ pub fn unhex(s: &[u8], len: usize) -> Option<Vec<u8>> {
 
 /// Lowercase hex of any even length (at most `max` bytes).
 pub fn unhex_var(s: &[u8], max: usize) -> Option<Vec<u8>> {
-    if s.len() % 2 != 0 || s.len() > 2 * max || !is_lower_hex(s) {
+    if !s.len().is_multiple_of(2) || s.len() > 2 * max || !is_lower_hex(s) {
         return None;
     }
     hex::decode(s).ok()

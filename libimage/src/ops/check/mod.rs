@@ -25,9 +25,11 @@ mod keyed;
 mod paths;
 mod repair;
 mod report;
+mod rollback;
 mod scrub;
 mod slots;
 
+use crate::engine::lock::LockMode;
 use std::fs::File;
 use std::path::Path;
 
@@ -45,12 +47,8 @@ pub(crate) use paths::{at_inode, dir_cipher, render_path, show_name};
 pub use repair::Repair;
 pub use report::{BytesChecked, KeyNeed, KeyUse, Report, SnapshotKeys, Summary, DATA_NOTE, REPORT_FORMAT_VERSION};
 
-/// Exit codes (fsck bitmask, util-linux `exitcodes.h`).
-pub mod exit {
-    pub const CLEAN: i32 = 0;
-    pub const FIXED: i32 = 1;
-    pub const UNCORRECTED: i32 = 4;
-}
+/// The exit codes (one table for every tool: `crate::exit`).
+pub use crate::exit;
 
 /// Options of a check.
 #[derive(Clone, Debug, Default)]
@@ -72,6 +70,9 @@ pub struct CheckOptions {
 /// matches nothing is not "clean"); info findings never do. A successful
 /// `--repair` adds [`exit::FIXED`].
 pub fn check(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress) -> Result<Report> {
+    // The whole check, and a repair with it, under one lock (engine::lock).
+    let mode = if opts.repair { LockMode::Exclusive } else { LockMode::Shared };
+    let _lock = crate::engine::lock::lock_path(path, mode)?;
     let first = run(path, keys, opts, progress)?;
     if !opts.repair {
         return Ok(first.report);
@@ -186,6 +187,9 @@ struct Checker<'a> {
     stale_slot: Option<u64>,
 }
 
+const ROLLBACK_HINT: &str = "the newest metadata is damaged; `fsck-crypt check --repair` rolls back to the previous \
+generation if every block of it is intact (losing the last commit), otherwise restore from backup";
+
 impl Checker<'_> {
     fn push(&mut self, f: Finding) {
         self.findings.push(f);
@@ -220,11 +224,7 @@ impl Checker<'_> {
                         Error::Corrupt { at, .. } => at.offset.map(|o| o / BLOCK_SIZE as u64),
                         _ => None,
                     };
-                    let mut f = Finding::new(
-                        Code::MetaBlock,
-                        format!("{e}"),
-                        "the metadata is damaged; restore from backup (the previous generation may still be readable)",
-                    );
+                    let mut f = Finding::new(Code::MetaBlock, format!("{e}"), ROLLBACK_HINT);
                     if let Some(b) = block {
                         f = f.block(b);
                     }
@@ -232,7 +232,7 @@ impl Checker<'_> {
                 }
                 return Ok(None);
             }
-            Err(MetaLoadError::StreamCrc(e)) => (Code::MetaCrc, e, "the metadata is damaged; restore from backup"),
+            Err(MetaLoadError::StreamCrc(e)) => (Code::MetaCrc, e, ROLLBACK_HINT),
             Err(MetaLoadError::Decode(e)) => (
                 Code::MetaDecode,
                 io_or(e)?,

@@ -16,8 +16,12 @@
 //!   are reported and left alone, and `not_repaired` says which key to pass;
 //! - link counts, recomputed from the entries after the above.
 //!
-//! Anything else (overlaps, cycles, bad contexts, damaged names or data,
-//! damaged metadata blocks) is reported and left alone. Nothing is written
+//! Damaged newest metadata (`E_META_CRC`, `E_META_BLOCK`, `E_META_DECODE`)
+//! is repaired by rolling back to the previous generation when every block
+//! of it is intact (`rollback.rs`).
+//!
+//! Anything else (overlaps, cycles, bad contexts, damaged names or data) is
+//! reported and left alone. Nothing is written
 //! when the metadata cannot be decoded or the image is truncated.
 //!
 //! The commit is `Image::commit`: new metadata in free blocks, then the
@@ -88,6 +92,12 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
     let mut o = Outcome::default();
     let findings = &checked.report.findings;
     let has = |code: &str| findings.iter().any(|f| f.code == code);
+    if checked.loaded.is_none() {
+        if let Some(f) = findings.iter().find(|f| super::rollback::META_DAMAGE.contains(&f.code)) {
+            super::rollback::rollback(path, f.code.as_str(), &mut o)?;
+            return Ok(o);
+        }
+    }
     if !findings.iter().any(|f| REPAIRABLE.contains(&f.code.as_str())) {
         return Ok(o);
     }
@@ -97,7 +107,8 @@ pub(super) fn repair(path: &Path, keys: &Keyring, checked: &Checked) -> Result<O
         return Ok(o);
     };
     if has("E_TRUNCATED") {
-        o.not_repaired.push("the image is truncated; --repair does not write to it".into());
+        o.not_repaired
+            .push("the image is truncated; the repair does not write to it".into());
         return Ok(o);
     }
     if has("E_SUPERBLOCK_NEWER") {

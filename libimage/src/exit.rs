@@ -1,0 +1,29 @@
+//! The exit codes of every cryptimg tool: one table, the fsck bitmask of
+//! util-linux `exitcodes.h` (README "Exit codes" lists it for users).
+//! `fsck-crypt check` combines [`FIXED`] and [`UNCORRECTED`] (5).
+
+use crate::error::Error;
+
+/// Success; for `check`: clean.
+pub const OK: i32 = 0;
+/// `check`: clean (the same as [`OK`]).
+pub const CLEAN: i32 = OK;
+/// `check --repair`: errors were found and fixed.
+pub const FIXED: i32 = 1;
+/// Corrupt input (image, tar or backup bytes).
+pub const CORRUPT: i32 = 4;
+/// `check`: errors or warnings left uncorrected (the same bit as [`CORRUPT`]).
+pub const UNCORRECTED: i32 = CORRUPT;
+/// Operational error: I/O, wrong key, refused request, no space, image in use.
+pub const OPERATIONAL: i32 = 8;
+/// Usage error: bad flags or arguments.
+pub const USAGE: i32 = 16;
+
+/// The exit code for a libimage error.
+pub fn for_error(e: &Error) -> i32 {
+    if e.is_corruption() {
+        CORRUPT
+    } else {
+        OPERATIONAL
+    }
+}
