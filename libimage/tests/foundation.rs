@@ -219,7 +219,7 @@ fn refusals_leave_nothing_behind() {
     // Existing image without --force is untouched.
     fs::write(&img, b"precious").unwrap();
     let e = create_image(&img, Source::Dir(&src), &key(6), &CreateOptions::default(), &Quiet).unwrap_err();
-    assert!(e.to_string().contains("--force"), "{e}");
+    assert!(e.to_string().contains("replacing it was not requested"), "{e}");
     assert_eq!(fs::read(&img).unwrap(), b"precious");
     // With --force it is replaced.
     create_image(

@@ -442,3 +442,45 @@ fn full_disk_leaves_the_image_unchanged() {
         assert_clean(&img, &key);
     });
 }
+
+/// A writer finds the image locked by this test process: it fails at once
+/// with exit 8 naming this pid; with `--wait` it waits, then succeeds.
+#[test]
+fn locked_image_names_the_holder_and_wait_waits() {
+    let d = tempfile::tempdir().unwrap();
+    let (img, key) = setup(d.path());
+    let src = d.path().join("src");
+    fs::create_dir_all(&src).unwrap();
+    fs::write(src.join("late"), b"late\n").unwrap();
+    let holder = fs::File::open(&img).unwrap();
+    holder.lock().unwrap();
+    let args = [
+        "update",
+        s(&img),
+        "--snapshot",
+        "main",
+        "--root",
+        s(&src),
+        "--key-file",
+        s(&key),
+        "-q",
+    ];
+    let t0 = Instant::now();
+    let o = run("mkfs-crypt", &args);
+    assert_eq!(o.status.code(), Some(8));
+    let err = String::from_utf8_lossy(&o.stderr);
+    let want = format!("{} is in use by another process (pid {})", img.display(), std::process::id());
+    assert!(err.contains(&want), "{err}");
+    assert!(t0.elapsed() < Duration::from_secs(20));
+    // Readers wait for a writer too: `info` is refused while it is held.
+    assert_eq!(run("fsck-crypt", &["info", s(&img)]).status.code(), Some(8));
+    let mut args_wait = vec!["--wait"];
+    args_wait.extend_from_slice(&args);
+    let mut c = cmd("mkfs-crypt", &args_wait).spawn().unwrap();
+    std::thread::sleep(Duration::from_millis(700));
+    assert!(c.try_wait().unwrap().is_none(), "--wait did not wait");
+    holder.unlock().unwrap();
+    let st = c.wait().unwrap();
+    assert!(st.success(), "{st:?}");
+    assert!(names(&img, &key).contains(&"late".to_string()));
+}

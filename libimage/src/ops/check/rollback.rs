@@ -10,6 +10,9 @@
 //!   decoder and the keyless structural checks;
 //! - every extent it references matches its recorded crc32c.
 //!
+//! A previous generation without snapshots (generation 1, the empty image
+//! `create` commits first) is not rolled back to: it would keep nothing.
+//!
 //! Only then is that state committed again as generation older + 1, into the
 //! damaged newest slot (the older slot is never written, so an interrupted
 //! rollback can be run again). The commits after the older generation are
@@ -42,6 +45,19 @@ pub(super) fn rollback(path: &Path, code: &'static str, o: &mut Outcome) -> Resu
         }
     };
     let older = img.superblock().clone();
+    if img.meta().snapshots.is_empty() {
+        // Generation 1 of every image: the empty state `create` commits
+        // first. Rolling back to it would keep nothing, and would make the
+        // damaged metadata unreachable for anyone trying to salvage it.
+        refuse(
+            o,
+            format!(
+                "the previous generation ({}) is the empty image written at creation, which would keep nothing",
+                older.generation
+            ),
+        );
+        return Ok(());
+    }
     if let Err(why) = verify_extents(&img) {
         refuse(o, why);
         return Ok(());
