@@ -93,7 +93,11 @@ pub fn create_image(
     let max_blocks = match opts.size {
         None => 0,
         Some(s) if s % BLOCK_SIZE as u64 == 0 => s / BLOCK_SIZE as u64,
-        Some(s) => return Err(Error::Invalid(format!("an image size of {s} bytes is not a multiple of {BLOCK_SIZE}"))),
+        Some(s) => {
+            return Err(Error::Invalid(format!(
+                "an image size of {s} bytes is not a multiple of {BLOCK_SIZE}"
+            )))
+        }
     };
     let (tmp, file) = AtomicFile::new(path)?;
     let mut report = build(file, tmp.path(), source, key, opts, max_blocks, progress)?;
