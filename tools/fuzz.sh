@@ -5,8 +5,11 @@
 #
 # MINUTES defaults to 10; TARGET defaults to all five targets (superblock,
 # metadata, image_open, tar_import, backup_archive), run one after another.
-# Needs cargo-fuzz (`cargo install cargo-fuzz`). On a stable toolchain the
-# script sets RUSTC_BOOTSTRAP=1, because cargo-fuzz passes -Z flags to rustc.
+# Needs cargo-fuzz (`cargo install cargo-fuzz`). The default build uses
+# AddressSanitizer, for which cargo-fuzz passes -Zsanitizer to rustc: on a
+# stable toolchain the script therefore sets RUSTC_BOOTSTRAP=1.
+# FUZZ_SANITIZER=none builds without a sanitizer and then needs no -Z flag
+# (cargo-fuzz 0.13 adds -Z flags only for sanitizers, build-std and careful).
 # Seeds come from testdata/ (images, hostile archives, the demo tree as tar);
 # the corpus grows in fuzz/corpus/TARGET (not committed). A crash leaves its
 # input in fuzz/artifacts/TARGET and makes the script exit non-zero. The last
@@ -22,7 +25,9 @@ if [ ${#targets[@]} -eq 0 ]; then
     targets=(superblock metadata image_open tar_import backup_archive)
 fi
 command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz is not installed (cargo install cargo-fuzz)" >&2; exit 2; }
-export RUSTC_BOOTSTRAP=1
+if [ "${FUZZ_SANITIZER:-address}" != none ]; then
+    export RUSTC_BOOTSTRAP=1
+fi
 
 seed() {
     local t="$1" dir="$root/fuzz/corpus/$1"
@@ -90,13 +95,17 @@ for t in "${targets[@]}"; do
     echo "fuzz.sh: $t for $minutes min (log $log)"
     start=$(date +%s)
     rc=0
-    cargo fuzz run --fuzz-dir "$root/fuzz" ${FUZZ_TARGET_DIR:+--target-dir "$FUZZ_TARGET_DIR"} "$t" "$root/fuzz/corpus/$t" -- \
+    cargo fuzz run --fuzz-dir "$root/fuzz" ${FUZZ_TARGET_DIR:+--target-dir "$FUZZ_TARGET_DIR"} \
+        ${FUZZ_SANITIZER:+--sanitizer "$FUZZ_SANITIZER"} "$t" "$root/fuzz/corpus/$t" -- \
         -max_total_time=$((minutes * 60)) -max_len="$(max_len "$t")" \
         -rss_limit_mb=2048 -timeout=10 -print_final_stats=1 >"$log" 2>&1 || rc=$?
     end=$(date +%s)
     last=$(grep -E '^#[0-9]+' "$log" | tail -1 || true)
+    fuzzed=$(grep -E '^Done [0-9]+ runs in' "$log" | tail -1 || true)
     execs=$(grep -E '^stat::number_of_executed_units' "$log" | awk '{print $2}' || true)
-    echo "$(date -u +%FT%TZ) $t rc=$rc secs=$((end - start)) execs=${execs:-?} last: $last" | tee -a "$root/fuzz/runs.log"
+    crashes=$(find "$root/fuzz/artifacts/$t" -type f 2>/dev/null | wc -l)
+    echo "$(date -u +%FT%TZ) $t rc=$rc wall_secs=$((end - start)) execs=${execs:-?} artifacts=$crashes ${fuzzed:+[$fuzzed]} last: $last" |
+        tee -a "$root/fuzz/runs.log"
     [ "$rc" -eq 0 ] || status=1
 done
 exit $status

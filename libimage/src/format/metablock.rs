@@ -59,7 +59,9 @@ pub fn encode(stream: &[u8], start: u64, generation: u64) -> Vec<u8> {
 
 /// Checks one block and returns its payload.
 pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]> {
-    let at = blockno * BLOCK_SIZE as u64;
+    // Saturating: `blockno` may come from a damaged superblock (found by
+    // fuzzing, testdata/fuzz/metadata/); the offset only labels errors.
+    let at = blockno.saturating_mul(BLOCK_SIZE as u64);
     let what = "metadata block";
     if block.len() != BLOCK_SIZE {
         return Err(Error::corrupt(
@@ -91,7 +93,7 @@ pub fn check_block(block: &[u8], blockno: u64, generation: u64) -> Result<&[u8]>
                 value: g,
             },
             format!("metadata block {blockno} (expected generation {generation})"),
-            Some(at + OFF_GENERATION as u64),
+            Some(at.saturating_add(OFF_GENERATION as u64)),
         ));
     }
     Ok(&block[HEADER..])
@@ -133,6 +135,9 @@ mod tests {
         assert!(decode(&enc, 5, 4, stream.len()).is_err());
         assert_eq!(check_block_any_generation(&enc[..BLOCK_SIZE], 5), Some(3));
         assert_eq!(check_block_any_generation(&enc[..BLOCK_SIZE], 6), None);
+        // A block number near u64::MAX is an error, not an overflow.
+        assert!(check_block(&enc[..BLOCK_SIZE], u64::MAX, 3).is_err());
+        assert!(check_block(&enc[..100], u64::MAX / 2, 3).is_err());
         for off in (0..enc.len()).step_by(97) {
             let mut c = enc.clone();
             c[off] ^= 1;

@@ -93,7 +93,11 @@ pub fn create_image(
     let max_blocks = match opts.size {
         None => 0,
         Some(s) if s % BLOCK_SIZE as u64 == 0 => s / BLOCK_SIZE as u64,
-        Some(s) => return Err(Error::Invalid(format!("image size {s} is not a multiple of {BLOCK_SIZE}"))),
+        Some(s) => {
+            return Err(Error::Invalid(format!(
+                "an image size of {s} bytes is not a multiple of {BLOCK_SIZE}"
+            )))
+        }
     };
     // Replacing an image: hold its writer lock until the new one is in place.
     let (tmp, file) = if opts.force {

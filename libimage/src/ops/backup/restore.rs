@@ -273,7 +273,7 @@ impl Sink for RestoreSink<'_> {
         let img = self.img()?;
         if img.meta().snapshot(&name).is_some() {
             return Err(Error::Invalid(format!(
-                "the image already has a snapshot named {name:?}; choose another with --snapshot"
+                "the image already has a snapshot named {name:?}; choose another snapshot name"
             )));
         }
         self.snap = Some(Snapshot {
@@ -387,7 +387,7 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
         if let Some(n) = &opts.snapshot {
             if img.meta().snapshot(n).is_some() {
                 return Err(Error::Invalid(format!(
-                    "the image already has a snapshot named {n:?}; choose another with --snapshot"
+                    "the image already has a snapshot named {n:?}; choose another snapshot name"
                 )));
             }
         }

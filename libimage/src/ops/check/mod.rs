@@ -301,3 +301,42 @@ impl Checker<'_> {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use crate::engine::image::{Access, Image};
+    use crate::error::{CorruptKind, Error};
+    use crate::finding::Code;
+
+    fn fixture(name: &str) -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../testdata/fsck").join(name)
+    }
+
+    /// `Image::open` refuses metadata with an error finding as a typed
+    /// corruption carrying the finding's code, the same code the checker
+    /// reports first.
+    #[test]
+    fn open_refuses_with_the_finding_code() {
+        for (img, code) in [
+            ("overlap.img", Code::ExtentOverlap),
+            ("cycle.img", Code::DirCycle),
+            ("refcount.img", Code::Refcount),
+        ] {
+            let e = Image::open(&fixture(img), Access::ReadOnly)
+                .err()
+                .unwrap_or_else(|| panic!("{img} opened"));
+            match &e {
+                Error::Corrupt {
+                    kind: CorruptKind::Finding(c),
+                    ..
+                } => assert_eq!(*c, code, "{img}: {e}"),
+                other => panic!("{img}: not a finding error: {other}"),
+            }
+            assert!(e.is_corruption());
+            assert!(!e.to_string().contains("fsck-crypt"), "{e}");
+        }
+        assert!(Image::open(&fixture("clean.img"), Access::ReadOnly).is_ok());
+    }
+}

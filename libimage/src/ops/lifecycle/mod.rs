@@ -73,7 +73,7 @@ pub fn snapshot(img: &mut Image, from: &str, name: &str, time: i64) -> Result<Sn
     }
     if img.meta().snapshot(name).is_some() {
         return Err(Error::Invalid(format!(
-            "a snapshot named {name:?} already exists; choose another --name or delete it first"
+            "a snapshot named {name:?} already exists; choose another name or delete it first"
         )));
     }
     let si = snapshot_index(img, from)?;
