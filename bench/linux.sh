@@ -13,8 +13,13 @@
 #   BENCH_DISK_DIR    on-disk scratch for the synced pair (default: a new dir under $ROOT/target)
 #   BENCH_PAIRS       interleaved pairs per comparison (default 5)
 #   BENCH_ONLY        space-separated subset of: backup erofs ext4 fsck (default all)
+#   BENCH_BIN_DIR     take our binaries from here instead (e.g. an older build, for "before")
 source "$(dirname "$0")/lib.sh"
 build_release
+if [ -n "${BENCH_BIN_DIR:-}" ]; then
+  MKFS=$BENCH_BIN_DIR/mkfs-crypt; FSCK=$BENCH_BIN_DIR/fsck-crypt; BACKUP=$BENCH_BIN_DIR/backup-crypt
+  echo "binaries from $BENCH_BIN_DIR"
+fi
 ensure_tools
 PATH=$PATH:/usr/sbin:/sbin
 TREE=$(bash "$ROOT/bench/corpus-linux.sh")

@@ -152,7 +152,9 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
             if comp.is_empty() || comp == "." || comp == ".." || comp.contains('/') || comp.contains('\0') {
                 return Err(Error::Invalid(format!("no-key name {comp:?} cannot be an archive path component")));
             }
-            let mut path = format!("{dpath}{comp}");
+            let mut path = String::with_capacity(dpath.len() + comp.len() + 1);
+            path.push_str(&dpath);
+            path.push_str(&comp);
             if child.is_dir() {
                 path.push('/');
                 stack.push((path.clone(), e.ino));

@@ -183,15 +183,47 @@ pub fn encode_items(items: &[Item]) -> (String, String) {
             ext.push(',');
             info.push(',');
         }
-        ext.push_str(&format!("{}+{}@{}:{}", it.lblk, it.count, it.off, hex::encode(it.ext.ctx)));
-        info.push_str(&format!(
-            "{}:{:08x}:{}",
-            it.ext.blocks,
-            it.ext.crc,
-            if it.stored { 'd' } else { 'r' }
-        ));
+        // `{lblk}+{count}@{off}:{hex ctx}` and `{blocks}:{crc:08x}:{d|r}`,
+        // written digit by digit (this runs once per member).
+        push_dec(&mut ext, it.lblk, 1);
+        ext.push('+');
+        push_dec(&mut ext, u64::from(it.count), 1);
+        ext.push('@');
+        push_dec(&mut ext, u64::from(it.off), 1);
+        ext.push(':');
+        push_hex(&mut ext, &it.ext.ctx);
+        push_dec(&mut info, u64::from(it.ext.blocks), 1);
+        info.push(':');
+        push_hex(&mut info, &it.ext.crc.to_be_bytes());
+        info.push(':');
+        info.push(if it.stored { 'd' } else { 'r' });
     }
     (ext, info)
+}
+
+/// Appends the decimal digits of `v`, zero-padded to at least `width`.
+fn push_dec(s: &mut String, mut v: u64, width: usize) {
+    let mut d = [b'0'; 20];
+    let mut i = d.len();
+    loop {
+        i -= 1;
+        d[i] = b'0' + (v % 10) as u8;
+        v /= 10;
+        if v == 0 {
+            break;
+        }
+    }
+    let i = i.min(d.len().saturating_sub(width));
+    s.extend(d[i..].iter().map(|&b| char::from(b)));
+}
+
+/// Appends lowercase hex of `b`.
+fn push_hex(s: &mut String, b: &[u8]) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    for &x in b {
+        s.push(char::from(HEX[usize::from(x >> 4)]));
+        s.push(char::from(HEX[usize::from(x & 15)]));
+    }
 }
 
 /// A strict unsigned decimal: digits only, no leading zero unless "0".
@@ -298,12 +330,22 @@ fn split_once(b: &[u8], sep: u8) -> Option<(&[u8], &[u8])> {
 /// pax time: `SEC.NNNNNNNNN` (a negative time is written as the exact
 /// decimal, e.g. sec -3 nsec 250000000 is `-2.750000000`).
 pub fn encode_time(t: Timespec) -> String {
+    let mut s = String::with_capacity(32);
     if t.sec < 0 && t.nsec > 0 {
-        let whole = -(t.sec as i128 + 1);
-        format!("-{whole}.{:09}", 1_000_000_000 - t.nsec)
+        // -(sec + 1) = |sec| - 1, which fits in u64 for every i64.
+        s.push('-');
+        push_dec(&mut s, t.sec.unsigned_abs() - 1, 1);
+        s.push('.');
+        push_dec(&mut s, u64::from(1_000_000_000 - t.nsec), 9);
     } else {
-        format!("{}.{:09}", t.sec, t.nsec)
+        if t.sec < 0 {
+            s.push('-');
+        }
+        push_dec(&mut s, t.sec.unsigned_abs(), 1);
+        s.push('.');
+        push_dec(&mut s, u64::from(t.nsec), 9);
     }
+    s
 }
 
 /// Parses a pax time: `[-]SEC[.FRACTION]` with at most 9 fraction digits.
@@ -383,6 +425,54 @@ pub fn new_backup_id() -> Result<String> {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hand_written_encodings_match_format() {
+        use super::*;
+        let old_time = |t: Timespec| {
+            if t.sec < 0 && t.nsec > 0 {
+                let whole = -(t.sec as i128 + 1);
+                format!("-{whole}.{:09}", 1_000_000_000 - t.nsec)
+            } else {
+                format!("{}.{:09}", t.sec, t.nsec)
+            }
+        };
+        for sec in [0i64, 1, -1, -3, 9, 10, 1_700_000_000, i64::MAX, i64::MIN, i64::MIN + 1] {
+            for nsec in [0u32, 1, 250_000_000, 999_999_999] {
+                let t = Timespec { sec, nsec };
+                assert_eq!(encode_time(t), old_time(t), "{sec} {nsec}");
+            }
+        }
+        let t = Timespec { sec: 5, nsec: u32::MAX };
+        assert_eq!(encode_time(t), old_time(t));
+        let mut ctx = [0u8; EXTENT_CTX_LEN];
+        for (i, b) in ctx.iter_mut().enumerate() {
+            *b = (i * 37 + 5) as u8;
+        }
+        let item = |lblk, count, off, blocks, crc, stored| Item {
+            lblk,
+            count,
+            off,
+            ext: ExtentKey { ctx, crc, blocks },
+            stored,
+        };
+        let items = [
+            item(0, 1, 0, 1, 0, true),
+            item(u64::MAX, u32::MAX, 7, u32::MAX, 0xdead_beef, false),
+            item(10, 2, 3, 9, 0x0000_00a1, true),
+        ];
+        let mut ext = Vec::new();
+        let mut info = Vec::new();
+        for it in &items {
+            ext.push(format!("{}+{}@{}:{}", it.lblk, it.count, it.off, hex::encode(it.ext.ctx)));
+            info.push(format!(
+                "{}:{:08x}:{}",
+                it.ext.blocks,
+                it.ext.crc,
+                if it.stored { 'd' } else { 'r' }
+            ));
+        }
+        assert_eq!(encode_items(&items), (ext.join(","), info.join(",")));
+    }
     use super::*;
 
     #[test]
