@@ -163,11 +163,23 @@ mod tests {
     #[test]
     fn pack_and_parse() {
         let mut v = vec![
-            DirEntry { inode: 2, file_type: FT_DIR, name: b".".to_vec() },
-            DirEntry { inode: 2, file_type: FT_DIR, name: b"..".to_vec() },
+            DirEntry {
+                inode: 2,
+                file_type: FT_DIR,
+                name: b".".to_vec(),
+            },
+            DirEntry {
+                inode: 2,
+                file_type: FT_DIR,
+                name: b"..".to_vec(),
+            },
         ];
         for i in 0..100u32 {
-            v.push(DirEntry { inode: 100 + i, file_type: FT_REG, name: vec![b'x' ^ (i as u8); 255] });
+            v.push(DirEntry {
+                inode: 100 + i,
+                file_type: FT_REG,
+                name: vec![b'x' ^ (i as u8); 255],
+            });
         }
         let blocks = build_blocks(&v, 5);
         assert!(blocks.len() > 1);

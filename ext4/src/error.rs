@@ -49,7 +49,10 @@ impl fmt::Display for Error {
                 "the ext4 image is full ({blocks} blocks of 4096 bytes) while allocating {what}; give a larger --size"
             ),
             Error::NoInodes { inodes } => {
-                write!(f, "the ext4 image has no free inode left (all {inodes} in use); give a larger --size")
+                write!(
+                    f,
+                    "the ext4 image has no free inode left (all {inodes} in use); give a larger --size"
+                )
             }
             Error::Invalid(m) => write!(f, "{m}"),
             Error::Crypto(e) => write!(f, "{e}"),

@@ -210,7 +210,11 @@ mod tests {
 
     #[test]
     fn small_tree_in_root() {
-        let ex = [Extent { lblk: 0, len: 3, pblk: 0x1_0000_0005 }];
+        let ex = [Extent {
+            lblk: 0,
+            len: 3,
+            pblk: 0x1_0000_0005,
+        }];
         let t = build_tree(&ex, 1, &mut || panic!("no block needed")).unwrap();
         assert!(t.blocks.is_empty());
         assert_eq!(parse_node(&t.root).unwrap(), Node::Leaf(ex.to_vec()));
@@ -218,7 +222,13 @@ mod tests {
 
     #[test]
     fn deep_tree() {
-        let ex: Vec<Extent> = (0..2000u32).map(|i| Extent { lblk: i * 2, len: 1, pblk: u64::from(i) + 100 }).collect();
+        let ex: Vec<Extent> = (0..2000u32)
+            .map(|i| Extent {
+                lblk: i * 2,
+                len: 1,
+                pblk: u64::from(i) + 100,
+            })
+            .collect();
         let mut next = 10_000u64;
         let t = build_tree(&ex, 7, &mut || {
             next += 1;
@@ -226,7 +236,9 @@ mod tests {
         })
         .unwrap();
         // 2000 extents: 6 leaves, then 2 index blocks... no: 6 index entries > 4, so one more level.
-        let Node::Index { depth, entries } = parse_node(&t.root).unwrap() else { panic!() };
+        let Node::Index { depth, entries } = parse_node(&t.root).unwrap() else {
+            panic!()
+        };
         assert_eq!(depth, 2);
         assert_eq!(entries.len(), 1);
         let mut leaves = Vec::new();

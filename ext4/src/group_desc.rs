@@ -140,7 +140,13 @@ mod tests {
         };
         let b = d.to_bytes(42, 7);
         let back = GroupDesc::from_bytes(&b, 42, 7).unwrap();
-        assert_eq!(GroupDesc { checksum: 0, ..back.clone() }, d);
+        assert_eq!(
+            GroupDesc {
+                checksum: 0,
+                ..back.clone()
+            },
+            d
+        );
         assert!(GroupDesc::from_bytes(&b, 42, 8).is_err());
         let mut bad = b;
         bad[3] ^= 1;

@@ -209,7 +209,11 @@ impl Inode {
         let generation = le32(b, I_GENERATION);
         if b.iter().any(|&x| x != 0) {
             let have = u32::from(le16(b, L_I_CHECKSUM_LO))
-                | if extra_isize >= 4 { u32::from(le16(b, I_CHECKSUM_HI)) << 16 } else { 0 };
+                | if extra_isize >= 4 {
+                    u32::from(le16(b, I_CHECKSUM_HI)) << 16
+                } else {
+                    0
+                };
             let mut want = inode_csum(b, ino, generation, fs_seed);
             if extra_isize < 4 {
                 want &= 0xFFFF;
@@ -282,7 +286,10 @@ mod tests {
             uid: 70000,
             gid: 5,
             size: 5 << 32,
-            mtime: Time { sec: 1_700_000_000, nsec: 123 },
+            mtime: Time {
+                sec: 1_700_000_000,
+                nsec: 123,
+            },
             links_count: 2,
             blocks: 80,
             flags: EXTENTS_FL | ENCRYPT_FL,

@@ -241,8 +241,7 @@ impl Superblock {
             inodes_count: le32(b, S_INODES_COUNT),
             blocks_count: u64::from(le32(b, S_BLOCKS_COUNT_LO)) | u64::from(le32(b, S_BLOCKS_COUNT_HI)) << 32,
             r_blocks_count: u64::from(le32(b, S_R_BLOCKS_COUNT_LO)) | u64::from(le32(b, S_R_BLOCKS_COUNT_HI)) << 32,
-            free_blocks_count: u64::from(le32(b, S_FREE_BLOCKS_COUNT_LO))
-                | u64::from(le32(b, S_FREE_BLOCKS_COUNT_HI)) << 32,
+            free_blocks_count: u64::from(le32(b, S_FREE_BLOCKS_COUNT_LO)) | u64::from(le32(b, S_FREE_BLOCKS_COUNT_HI)) << 32,
             free_inodes_count: le32(b, S_FREE_INODES_COUNT),
             first_data_block: le32(b, S_FIRST_DATA_BLOCK),
             log_block_size: le32(b, S_LOG_BLOCK_SIZE),
@@ -274,7 +273,12 @@ impl Superblock {
             flags: le32(b, S_FLAGS),
             log_groups_per_flex: b[S_LOG_GROUPS_PER_FLEX],
             checksum_type: b[S_CHECKSUM_TYPE],
-            encrypt_algos: [b[S_ENCRYPT_ALGOS], b[S_ENCRYPT_ALGOS + 1], b[S_ENCRYPT_ALGOS + 2], b[S_ENCRYPT_ALGOS + 3]],
+            encrypt_algos: [
+                b[S_ENCRYPT_ALGOS],
+                b[S_ENCRYPT_ALGOS + 1],
+                b[S_ENCRYPT_ALGOS + 2],
+                b[S_ENCRYPT_ALGOS + 3],
+            ],
         };
         if sb.rev_level != REV_DYNAMIC {
             return Err(bad(format!("revision {} (only dynamic revision 1 is handled)", sb.rev_level)));

@@ -255,15 +255,33 @@ mod tests {
     use super::*;
 
     fn ctx() -> Xattr {
-        Xattr { index: INDEX_ENCRYPTION, name: b"c".to_vec(), value: vec![7; 40] }
+        Xattr {
+            index: INDEX_ENCRYPTION,
+            name: b"c".to_vec(),
+            value: vec![7; 40],
+        }
     }
 
     #[test]
     fn ibody_round_trip() {
-        let v = vec![ctx(), Xattr { index: INDEX_USER, name: b"k".to_vec(), value: b"v1".to_vec() }];
+        let v = vec![
+            ctx(),
+            Xattr {
+                index: INDEX_USER,
+                name: b"k".to_vec(),
+                value: b"v1".to_vec(),
+            },
+        ];
         let area = build_ibody(&v, 96).unwrap();
         assert_eq!(parse_ibody(&area).unwrap(), v);
-        let big = vec![ctx(), Xattr { index: INDEX_USER, name: b"k".to_vec(), value: vec![1; 40] }];
+        let big = vec![
+            ctx(),
+            Xattr {
+                index: INDEX_USER,
+                name: b"k".to_vec(),
+                value: vec![1; 40],
+            },
+        ];
         assert!(build_ibody(&big, 96).is_none());
         assert_eq!(parse_ibody(&[0u8; 96]).unwrap(), vec![]);
     }
@@ -271,9 +289,21 @@ mod tests {
     #[test]
     fn block_round_trip() {
         let v = vec![
-            Xattr { index: INDEX_USER, name: b"zz".to_vec(), value: vec![3; 1000] },
-            Xattr { index: INDEX_SECURITY, name: b"selinux".to_vec(), value: b"x".to_vec() },
-            Xattr { index: INDEX_USER, name: b"a".to_vec(), value: vec![] },
+            Xattr {
+                index: INDEX_USER,
+                name: b"zz".to_vec(),
+                value: vec![3; 1000],
+            },
+            Xattr {
+                index: INDEX_SECURITY,
+                name: b"selinux".to_vec(),
+                value: b"x".to_vec(),
+            },
+            Xattr {
+                index: INDEX_USER,
+                name: b"a".to_vec(),
+                value: vec![],
+            },
         ];
         let b = build_block(&v, 99, 5).unwrap();
         let mut got = parse_block(&b, 99, 5).unwrap();

@@ -29,7 +29,16 @@ fn parses_a_mke2fs_image() {
     let img = dir.path().join("m.img");
     File::create(&img).unwrap().set_len(256 << 20).unwrap();
     let st = Command::new("mkfs.ext4")
-        .args(["-q", "-F", "-b", "4096", "-O", "encrypt", "-U", "11111111-2222-3333-4444-555555555555"])
+        .args([
+            "-q",
+            "-F",
+            "-b",
+            "4096",
+            "-O",
+            "encrypt",
+            "-U",
+            "11111111-2222-3333-4444-555555555555",
+        ])
         .arg(&img)
         .env("MKE2FS_CONFIG", "/etc/mke2fs.conf")
         .status()
@@ -65,7 +74,9 @@ fn parses_a_mke2fs_image() {
     };
     let root = inode(2);
     assert_eq!(root.mode & 0o170000, S_IFDIR);
-    let Node::Leaf(ex) = parse_node(&root.block).unwrap() else { panic!("root not a leaf") };
+    let Node::Leaf(ex) = parse_node(&root.block).unwrap() else {
+        panic!("root not a leaf")
+    };
     let blk = read(&f, ex[0].pblk * 4096, 4096);
     let names: Vec<Vec<u8>> = dir::parse_block(&blk, Some(inode_seed(seed, 2, root.generation)))
         .unwrap()
@@ -74,7 +85,9 @@ fn parses_a_mke2fs_image() {
         .collect();
     assert_eq!(names, vec![b".".to_vec(), b"..".to_vec(), b"lost+found".to_vec()]);
     let j = inode(8);
-    let Node::Leaf(jex) = parse_node(&j.block).unwrap() else { panic!("journal not a leaf") };
+    let Node::Leaf(jex) = parse_node(&j.block).unwrap() else {
+        panic!("journal not a leaf")
+    };
     let jsb = journal::JournalSuperblock::from_bytes(&read(&f, jex[0].pblk * 4096, 1024)).unwrap();
     assert_eq!(jsb.maxlen as u64 * 4096, j.size);
     assert_eq!(jsb, journal::JournalSuperblock::new_clean(jsb.maxlen, sb.uuid));

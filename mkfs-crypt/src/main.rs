@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+mod ext4_cmd;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, parse_size, OutputArgs};
 use libimage::engine::image::{Access, Image};
 use libimage::engine::keyfile::{generate_key_file, load_key};
@@ -123,24 +125,37 @@ struct CreateArgs {
     /// The image file to create.
     image: PathBuf,
     /// Source directory tree.
-    #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
+    #[arg(long, conflicts_with_all = ["tar", "from_image"], required_unless_present_any = ["tar", "from_image"])]
     root: Option<PathBuf>,
     /// Source tar archive (ustar, pax, GNU), or `-` for standard input.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "from_image")]
     tar: Option<PathBuf>,
-    /// Raw master key file (32..64 bytes), or `-` for standard input.
+    /// Source cryptimg image whose snapshot (--snapshot, else its only one) is exported (--format ext4).
+    #[arg(long, requires = "format")]
+    from_image: Option<PathBuf>,
+    /// Raw master key file (32..64 bytes), or `-` for standard input. With --from-image, repeat it
+    /// for every key the snapshot uses; the snapshot's policy key encrypts the ext4 image.
+    #[arg(long, required = true)]
+    key_file: Vec<PathBuf>,
+    /// Image format: `cryptimg` (default) or `ext4` (a kernel-mountable ext4 filesystem with fscrypt v2).
+    #[arg(long, value_parser = ["cryptimg", "ext4"], default_value = "cryptimg")]
+    format: String,
+    /// ext4: name of the encrypted top-level directory holding the tree.
+    #[arg(long, default_value = "data")]
+    encrypted_dir: String,
+    /// ext4: leave out the journal.
     #[arg(long)]
-    key_file: PathBuf,
-    /// Name of the first snapshot.
-    #[arg(long, default_value = "main")]
-    snapshot: String,
+    no_journal: bool,
+    /// Name of the first snapshot (cryptimg; default main), or the snapshot to export (--from-image).
+    #[arg(long)]
+    snapshot: Option<String>,
     /// Byte-identical output for identical input and key (implied by SOURCE_DATE_EPOCH).
     #[arg(long)]
     deterministic: bool,
     /// Replace an existing image.
     #[arg(long)]
     force: bool,
-    /// Fix the image size (e.g. 512M); by default it grows as needed.
+    /// Fix the image size (e.g. 512M); by default it grows as needed (ext4: computed from the source).
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
     #[command(flatten)]
@@ -148,7 +163,16 @@ struct CreateArgs {
 }
 
 fn create(a: CreateArgs) -> anyhow::Result<i32> {
-    let key = load_key(&a.key_file)?;
+    if a.format == "ext4" {
+        return ext4_cmd::create_ext4(a);
+    }
+    if a.from_image.is_some() {
+        anyhow::bail!("--from-image needs --format ext4");
+    }
+    let [key_file] = a.key_file.as_slice() else {
+        anyhow::bail!("--format cryptimg takes exactly one --key-file");
+    };
+    let key = load_key(key_file)?;
     let epoch = match std::env::var("SOURCE_DATE_EPOCH") {
         Ok(v) => Some(
             v.trim()
@@ -158,7 +182,7 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
         Err(_) => None,
     };
     let opts = CreateOptions {
-        snapshot: a.snapshot,
+        snapshot: a.snapshot.unwrap_or_else(|| "main".into()),
         repro: Reproducible {
             deterministic: a.deterministic || epoch.is_some(),
             clamp: epoch,

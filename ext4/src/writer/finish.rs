@@ -31,8 +31,16 @@ impl Writer {
             let extents_and_count = match &self.nodes[i].body {
                 Body::Dir { parent, entries } => {
                     let mut all = Vec::with_capacity(entries.len() + 2);
-                    all.push(DirEntry { inode: ino, file_type: dir::FT_DIR, name: b".".to_vec() });
-                    all.push(DirEntry { inode: *parent, file_type: dir::FT_DIR, name: b"..".to_vec() });
+                    all.push(DirEntry {
+                        inode: ino,
+                        file_type: dir::FT_DIR,
+                        name: b".".to_vec(),
+                    });
+                    all.push(DirEntry {
+                        inode: *parent,
+                        file_type: dir::FT_DIR,
+                        name: b"..".to_vec(),
+                    });
                     all.extend(entries.iter().cloned());
                     let mut blocks = dir::build_blocks(&all, seed);
                     if ino == FIRST_INO {
@@ -54,7 +62,14 @@ impl Writer {
                     Some((extents, blocks.len() as u64))
                 }
                 Body::File { extents, data_blocks } => Some((extents.clone(), *data_blocks)),
-                Body::SlowSymlink { block } => Some((vec![Extent { lblk: 0, len: 1, pblk: *block }], 1)),
+                Body::SlowSymlink { block } => Some((
+                    vec![Extent {
+                        lblk: 0,
+                        len: 1,
+                        pblk: *block,
+                    }],
+                    1,
+                )),
                 _ => None,
             };
             if let Some((extents, count)) = extents_and_count {
@@ -214,8 +229,8 @@ impl Writer {
             attrs.extend(a.xattrs.iter().cloned());
         }
         let area_len = INODE_SIZE - GOOD_OLD_SIZE - usize::from(EXTRA_ISIZE);
-        let area = xattr::build_ibody(&attrs, area_len)
-            .ok_or_else(|| Error::Invalid(format!("inode {ino}: in-inode xattrs do not fit")))?;
+        let area =
+            xattr::build_ibody(&attrs, area_len).ok_or_else(|| Error::Invalid(format!("inode {ino}: in-inode xattrs do not fit")))?;
         let links = if matches!(node.body, Body::Dir { .. }) && node.links > LINK_MAX {
             1
         } else {
@@ -245,9 +260,16 @@ impl Writer {
     /// Inode 8: a regular file, mode 0600, one extent over the journal.
     fn journal_inode(&self) -> Result<Inode> {
         let (start, n) = self.layout.journal;
-        let ex = [Extent { lblk: 0, len: n as u16, pblk: start }];
+        let ex = [Extent {
+            lblk: 0,
+            len: n as u16,
+            pblk: start,
+        }];
         let tree = build_tree(&ex, 0, &mut || Err(Error::Invalid("journal needs one extent".into())))?;
-        let t = Time { sec: self.opts.now, nsec: 0 };
+        let t = Time {
+            sec: self.opts.now,
+            nsec: 0,
+        };
         Ok(Inode {
             mode: S_IFREG | 0o600,
             size: u64::from(n) * BLOCK_SIZE_U64,

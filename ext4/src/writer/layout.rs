@@ -52,8 +52,7 @@ pub struct Alloc {
 
 impl Alloc {
     fn new(blocks: u64) -> Result<Alloc> {
-        let bytes = usize::try_from(blocks.div_ceil(8))
-            .map_err(|_| Error::Invalid(format!("{blocks} blocks is too large")))?;
+        let bytes = usize::try_from(blocks.div_ceil(8)).map_err(|_| Error::Invalid(format!("{blocks} blocks is too large")))?;
         Ok(Alloc {
             used: vec![0u8; bytes],
             blocks,

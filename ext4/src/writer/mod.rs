@@ -317,7 +317,9 @@ impl Writer {
     ) -> Result<u32> {
         attrs.mode = S_IFREG | (attrs.mode & !S_IFMT);
         if size.div_ceil(BLOCK_SIZE_U64) > u64::from(u32::MAX) {
-            return Err(Error::Invalid(format!("a file of {size} bytes is larger than ext4 allows (16 TiB)")));
+            return Err(Error::Invalid(format!(
+                "a file of {size} bytes is larger than ext4 allows (16 TiB)"
+            )));
         }
         let (extents, data_blocks) = self.write_contents(key, size, content)?;
         let ino = self.new_ino(Node {
@@ -362,13 +364,7 @@ impl Writer {
                     nblocks += 1;
                     let lblk = lblk as u32;
                     match extents.last_mut() {
-                        Some(e)
-                            if e.lblk + u32::from(e.len) == lblk
-                                && e.pblk + u64::from(e.len) == pblk
-                                && e.len < MAX_LEN =>
-                        {
-                            e.len += 1
-                        }
+                        Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
                         _ => extents.push(Extent { lblk, len: 1, pblk }),
                     }
                 }
