@@ -73,21 +73,13 @@ fn plaintext_tree_passes_e2fsck() {
         let d = w.mkdir(ROOT_INO, b"dir", attrs(0o1777), None).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let f = w
-            .file(d, b"file", attrs(0o4755), None, None, data.len() as u64, &mut Cursor::new(&data))
+            .file(d, b"file", attrs(0o4755), None, data.len() as u64, &mut Cursor::new(&data))
             .unwrap();
         w.link(ROOT_INO, b"hardlink", f).unwrap();
         let mut sparse = vec![0u8; 5 << 20];
         sparse[3 << 20] = 1;
-        w.file(
-            d,
-            b"sparse",
-            attrs(0o644),
-            None,
-            None,
-            sparse.len() as u64,
-            &mut Cursor::new(&sparse),
-        )
-        .unwrap();
+        w.file(d, b"sparse", attrs(0o644), None, sparse.len() as u64, &mut Cursor::new(&sparse))
+            .unwrap();
         w.symlink(d, b"fast", attrs(0o777), None, b"target\0").unwrap();
         let mut long = vec![b'x'; 300];
         long.push(0);
@@ -102,21 +94,20 @@ fn plaintext_tree_passes_e2fsck() {
             name: b"small".to_vec(),
             value: b"v".to_vec(),
         }];
-        w.file(d, b"xsmall", xa, None, None, 0, &mut std::io::empty()).unwrap();
+        w.file(d, b"xsmall", xa, None, 0, &mut std::io::empty()).unwrap();
         let mut xb = attrs(0o644);
         xb.xattrs = vec![Xattr {
             index: 1,
             name: b"big".to_vec(),
             value: vec![9; 2000],
         }];
-        w.file(d, b"xbig", xb, None, None, 0, &mut std::io::empty()).unwrap();
+        w.file(d, b"xbig", xb, None, 0, &mut std::io::empty()).unwrap();
         let many = w.mkdir(d, b"many", attrs(0o755), None).unwrap();
         for i in 0..3000 {
             w.file(
                 many,
                 format!("entry-{i:05}-{}", "n".repeat(i % 200)).as_bytes(),
                 attrs(0o644),
-                None,
                 None,
                 0,
                 &mut std::io::empty(),

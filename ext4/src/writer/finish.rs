@@ -25,7 +25,7 @@ impl Writer {
         let n = self.nodes.len();
         // Per inode: (data blocks incl. tree/xattr blocks, i_block, file_acl, flags).
         let mut extra: Vec<(u64, [u8; 60], u64, u32)> = vec![(0, [0; 60], 0, 0); n];
-        for i in 0..n {
+        for (i, ex) in extra.iter_mut().enumerate() {
             let ino = i as u32 + 1;
             let seed = inode_seed(fs_seed, ino, 0);
             let extents_and_count = match &self.nodes[i].body {
@@ -78,9 +78,9 @@ impl Writer {
                 for (b, data) in &tree.blocks {
                     self.put_block(*b, data)?;
                 }
-                extra[i] = (count + tree.blocks.len() as u64, tree.root, 0, EXTENTS_FL);
+                *ex = (count + tree.blocks.len() as u64, tree.root, 0, EXTENTS_FL);
             } else {
-                extra[i].1 = self.nodes[i].iblock;
+                ex.1 = self.nodes[i].iblock;
             }
             // Extended attributes: the fscrypt context first, in the inode.
             let node = &self.nodes[i];
@@ -91,18 +91,18 @@ impl Writer {
                     name: xattr::ENCRYPTION_CONTEXT_NAME.to_vec(),
                     value: c.to_vec(),
                 });
-                extra[i].3 |= ENCRYPT_FL;
+                ex.3 |= ENCRYPT_FL;
             }
             attrs.extend(node.attrs.xattrs.iter().cloned());
             let area = INODE_SIZE - GOOD_OLD_SIZE - usize::from(EXTRA_ISIZE);
             if !attrs.is_empty() && xattr::build_ibody(&attrs, area).is_none() {
-                let (inl, blk): (Vec<Xattr>, Vec<Xattr>) = attrs.into_iter().partition(|a| a.index == INDEX_ENCRYPTION);
+                // The context stays in the inode ([`Writer::inode_of`]); the rest goes to a block.
+                let blk: Vec<Xattr> = attrs.into_iter().filter(|a| a.index != INDEX_ENCRYPTION).collect();
                 let b = self.alloc.one("an xattr block")?;
                 let data = xattr::build_block(&blk, b, fs_seed)?;
                 self.put_block(b, &data)?;
-                extra[i].0 += 1;
-                extra[i].2 = b;
-                let _ = inl;
+                ex.0 += 1;
+                ex.2 = b;
             }
         }
         self.flush()?;

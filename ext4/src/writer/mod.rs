@@ -303,18 +303,22 @@ impl Writer {
         Ok(())
     }
 
-    /// Creates a regular file from `size` bytes of `content`, encrypting
-    /// each block with `key` (tweak = logical block number) when given.
+    /// Creates a regular file from `size` bytes of `content`. With `enc`
+    /// = (fscrypt context, contents key), each block is encrypted (tweak =
+    /// logical block number) and the context stored.
     pub fn file(
         &mut self,
         parent: u32,
         name: &[u8],
         mut attrs: Attrs,
-        ctx: Option<[u8; 40]>,
-        key: Option<&XtsKey>,
+        enc: Option<([u8; 40], &XtsKey)>,
         size: u64,
         content: &mut dyn Read,
     ) -> Result<u32> {
+        let (ctx, key) = match enc {
+            Some((c, k)) => (Some(c), Some(k)),
+            None => (None, None),
+        };
         attrs.mode = S_IFREG | (attrs.mode & !S_IFMT);
         if size.div_ceil(BLOCK_SIZE_U64) > u64::from(u32::MAX) {
             return Err(Error::Invalid(format!(

@@ -16,7 +16,7 @@ use crate::ops::read::TreeReader;
 use crate::tree::{EntrySink, SourceEntry, SourceKind};
 use crate::BLOCK_SIZE;
 
-fn open<'k>(path: &Path, snapshot: Option<&str>, keys: &'k Keyring) -> Result<(Image, String)> {
+fn open(path: &Path, snapshot: Option<&str>, keys: &Keyring) -> Result<(Image, String)> {
     let img = Image::open(path, Access::ReadOnly)?;
     let snap = img.snapshot(snapshot)?;
     keys.require(&img.keys_needed(snap))?;
@@ -24,22 +24,19 @@ fn open<'k>(path: &Path, snapshot: Option<&str>, keys: &'k Keyring) -> Result<(I
     Ok((img, name))
 }
 
+/// Called per entry: (path, inode number, first path of an inode already seen).
+type Visit<'f> = dyn FnMut(&[Vec<u8>], u64, Option<&[Vec<u8>]>) -> Result<()> + 'f;
+
 /// Walks the snapshot depth-first (children sorted by real name), calling
 /// `f(path, inode number, first path of an inode already seen)`.
-fn walk(r: &TreeReader<'_>, f: &mut dyn FnMut(&[Vec<u8>], u64, Option<&[Vec<u8>]>) -> Result<()>) -> Result<()> {
+fn walk(r: &TreeReader<'_>, f: &mut Visit<'_>) -> Result<()> {
     let mut seen: HashMap<u64, Vec<Vec<u8>>> = HashMap::new();
     let mut path = Vec::new();
     f(&path, r.snap.root, None)?;
     walk_dir(r, r.snap.root, &mut path, &mut seen, f)
 }
 
-fn walk_dir(
-    r: &TreeReader<'_>,
-    dir: u64,
-    path: &mut Vec<Vec<u8>>,
-    seen: &mut HashMap<u64, Vec<Vec<u8>>>,
-    f: &mut dyn FnMut(&[Vec<u8>], u64, Option<&[Vec<u8>]>) -> Result<()>,
-) -> Result<()> {
+fn walk_dir(r: &TreeReader<'_>, dir: u64, path: &mut Vec<Vec<u8>>, seen: &mut HashMap<u64, Vec<Vec<u8>>>, f: &mut Visit<'_>) -> Result<()> {
     for l in r.list(dir)? {
         path.push(l.name);
         let ino = l.inode.ino;

@@ -425,7 +425,7 @@ impl<'a> Ext4Sink<'a> {
                 let attrs = self.attrs(&e.meta)?;
                 let ino = self
                     .w
-                    .file(parent, &ct, attrs, Some(ctx), Some(&xts), size, content)
+                    .file(parent, &ct, attrs, Some((ctx, &xts)), size, content)
                     .map_err(|err| match err {
                         ext4fs::Error::Io { context, source } => Error::io(format!("{context} of {}", display_path(&path)), source),
                         other => ext4_err(other),
