@@ -22,6 +22,7 @@ pub mod dir;
 pub mod error;
 pub mod extent;
 pub mod group_desc;
+pub mod htree;
 pub mod inode;
 pub mod journal;
 pub mod superblock;

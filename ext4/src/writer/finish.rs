@@ -5,11 +5,11 @@ use super::*;
 use crate::csum::inode_seed;
 use crate::extent::build_tree;
 use crate::group_desc::{GroupDesc, BG_INODE_ZEROED};
-use crate::inode::{Inode, ENCRYPT_FL, EXTENTS_FL, EXTRA_ISIZE, GOOD_OLD_SIZE};
+use crate::inode::{Inode, ENCRYPT_FL, EXTENTS_FL, EXTRA_ISIZE, GOOD_OLD_SIZE, INDEX_FL};
 use crate::journal::JournalSuperblock;
 use crate::superblock::{self as sbm, group_has_super, Superblock};
 use crate::xattr::{self, INDEX_ENCRYPTION};
-use crate::{bitmap, dir, DESC_SIZE, INODE_SIZE, JOURNAL_INO};
+use crate::{bitmap, dir, htree, DESC_SIZE, INODE_SIZE, JOURNAL_INO};
 
 /// lost+found gets 4 blocks (16 KiB), as mke2fs makes it (misc/mke2fs.c
 /// `create_lost_and_found` grows it to 16 KiB).
@@ -43,6 +43,13 @@ impl Writer {
                     });
                     all.extend(entries.iter().cloned());
                     let mut blocks = dir::build_blocks(&all, seed);
+                    if blocks.len() > 1 && ino != FIRST_INO {
+                        // More than one block: hash-indexed, as the kernel
+                        // makes it (unsigned half_md4, see the superblock).
+                        let seed16 = self.opts.hash_seed;
+                        blocks = htree::build(entries, ino, *parent, htree::DX_HASH_HALF_MD4, &seed16, false, seed)?.blocks;
+                        ex.3 |= INDEX_FL;
+                    }
                     if ino == FIRST_INO {
                         while blocks.len() < LPF_BLOCKS {
                             blocks.extend(dir::build_blocks(&[], seed));
@@ -78,7 +85,7 @@ impl Writer {
                 for (b, data) in &tree.blocks {
                     self.put_block(*b, data)?;
                 }
-                *ex = (count + tree.blocks.len() as u64, tree.root, 0, EXTENTS_FL);
+                *ex = (count + tree.blocks.len() as u64, tree.root, 0, ex.3 | EXTENTS_FL);
             } else {
                 ex.1 = self.nodes[i].iblock;
             }
