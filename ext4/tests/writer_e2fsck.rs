@@ -118,9 +118,16 @@ fn plaintext_tree_passes_e2fsck() {
         assert_eq!(st.files, 3004);
         e2fsck(&img);
         // The 3000-entry directory is hash-indexed and e2fsprogs reads the index.
-        let dump = Command::new("debugfs").args(["-R", "htree_dump /dir/many"]).arg(&img).output().unwrap();
+        let dump = Command::new("debugfs")
+            .args(["-R", "htree_dump /dir/many"])
+            .arg(&img)
+            .output()
+            .unwrap();
         let dump = String::from_utf8_lossy(&dump.stdout);
-        assert!(dump.contains("Root node dump") && dump.contains("Number of entries (count):"), "{dump}");
+        assert!(
+            dump.contains("Root node dump") && dump.contains("Number of entries (count):"),
+            "{dump}"
+        );
         let ls = Command::new("debugfs").args(["-R", "ls -l /dir/many"]).arg(&img).output().unwrap();
         assert_eq!(String::from_utf8_lossy(&ls.stdout).matches("entry-").count(), 3000);
     }

@@ -346,6 +346,7 @@ impl Writer {
         buf.resize(READ_CHUNK, 0);
         let mut done = 0u64;
         let mut nblocks = 0u64;
+        let mut zero: Vec<bool> = Vec::with_capacity(READ_CHUNK / BLOCK_SIZE);
         let r = (|| {
             while done < size {
                 let n = (size - done).min(READ_CHUNK as u64) as usize;
@@ -355,14 +356,17 @@ impl Writer {
                     .map_err(|e| Error::io(format!("reading file contents ({size} bytes expected)"), e))?;
                 buf[n..padded].fill(0);
                 let lblk0 = done / BLOCK_SIZE_U64;
-                for (i, blk) in buf[..padded].chunks_exact_mut(BLOCK_SIZE).enumerate() {
-                    if blk.iter().all(|&b| b == 0) {
+                // Holes are decided on the plaintext, before encryption.
+                zero.clear();
+                zero.extend(buf[..padded].chunks_exact(BLOCK_SIZE).map(|b| b.iter().all(|&x| x == 0)));
+                if let Some(k) = key {
+                    encrypt_chunk(k, lblk0, &mut buf[..padded]);
+                }
+                for (i, blk) in buf[..padded].chunks_exact(BLOCK_SIZE).enumerate() {
+                    if zero[i] {
                         continue;
                     }
                     let lblk = lblk0 + i as u64;
-                    if let Some(k) = key {
-                        k.encrypt_units(lblk, BLOCK_SIZE, blk);
-                    }
                     let pblk = self.alloc.one("file data")?;
                     self.put_block(pblk, blk)?;
                     nblocks += 1;
@@ -472,4 +476,22 @@ impl Writer {
         self.stats.specials += 1;
         Ok(ino)
     }
+}
+
+/// Encrypts a chunk of whole blocks starting at logical block `lblk0` (block
+/// `i` with tweak `lblk0 + i`), on two threads when the chunk is large. All-zero
+/// blocks are encrypted too but then skipped by the caller (they stay holes).
+fn encrypt_chunk(key: &XtsKey, lblk0: u64, data: &mut [u8]) {
+    const PARALLEL_MIN: usize = 256 * 1024;
+    if data.len() < PARALLEL_MIN {
+        key.encrypt_units(lblk0, BLOCK_SIZE, data);
+        return;
+    }
+    let half = (data.len() / BLOCK_SIZE / 2) * BLOCK_SIZE;
+    let (a, b) = data.split_at_mut(half);
+    let second = lblk0 + (half / BLOCK_SIZE) as u64;
+    std::thread::scope(|s| {
+        s.spawn(|| key.encrypt_units(second, BLOCK_SIZE, b));
+        key.encrypt_units(lblk0, BLOCK_SIZE, a);
+    });
 }
