@@ -36,11 +36,24 @@ fn contains(hay: &[u8], needle: &[u8]) -> bool {
     hay.windows(needle.len()).any(|w| w == needle)
 }
 
+/// Adds device nodes (root only, which the kernel tests are) to `src`.
+fn add_devices(src: &Path) {
+    for (name, kind, major, minor) in [("null", "c", "1", "3"), ("bigdev", "b", "300", "70000")] {
+        let st = std::process::Command::new("mknod")
+            .arg(src.join(name))
+            .args([kind, major, minor])
+            .status()
+            .unwrap();
+        assert!(st.success(), "mknod {name}");
+    }
+}
+
 #[test]
 fn kernel_reads_the_tricky_tree() {
     testkit::require_kernel!();
     let (_t, src, img) = tmp();
     testkit::make_tricky_tree(&src).unwrap();
+    add_devices(&src);
     build_dir(&src, &img, &key(1));
     e2fsck(&img);
 
@@ -207,4 +220,33 @@ fn deterministic_builds_are_byte_identical() {
     build(Ext4Source::Dir(&src), &img3, &key(3), &Ext4Options::default());
     assert!(fs::read(&img).unwrap() != fs::read(&img3).unwrap());
     e2fsck(&img);
+}
+
+#[test]
+fn kernel_reads_a_tar_build() {
+    testkit::require_kernel!();
+    if !testkit::require_tool("tar") {
+        return;
+    }
+    let (t, src, img) = tmp();
+    testkit::make_tricky_tree(&src).unwrap();
+    add_devices(&src);
+    let tar = t.path().join("t.tar");
+    let st = std::process::Command::new("tar")
+        .args(["--format=pax", "--xattrs", "--xattrs-include=user.*", "--numeric-owner", "-cf"])
+        .arg(&tar)
+        .arg("-C")
+        .arg(&src)
+        .arg(".")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    build(Ext4Source::TarFile(&tar), &img, &key(4), &Ext4Options::default());
+    e2fsck(&img);
+    let mut m = LoopMount::new(&img, true).unwrap();
+    m.add_key(&raw_key(4)).unwrap();
+    if let Err(e) = testkit::tree_equal(&src, &m.join("data")) {
+        panic!("{e}");
+    }
+    m.unmount().unwrap();
 }
