@@ -5,11 +5,14 @@ use std::path::{Path, PathBuf};
 
 use libimage::ops::create::Source;
 
-/// `--root DIR` or `--tar FILE` (`-` = standard input).
+/// `--root DIR` or `--tar FILE` (`-` = standard input): exactly one. A
+/// command may add another source to the group `source` (create's
+/// `--from-image`).
 #[derive(clap::Args, Debug, Clone)]
+#[group(id = "source", required = true, multiple = false)]
 pub struct SourceArgs {
     /// Source directory tree.
-    #[arg(long, conflicts_with = "tar", required_unless_present = "tar")]
+    #[arg(long)]
     pub root: Option<PathBuf>,
     /// Source tar archive (ustar, pax, GNU), or `-` for standard input.
     #[arg(long)]

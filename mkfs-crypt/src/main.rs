@@ -4,6 +4,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+
+mod ext4_cmd;
 use cryptimg_cli::source::SourceArgs;
 use cryptimg_cli::{commit_time, exit, load_key, load_keys, main_with, parse_args, parse_size, source_date_epoch, OutputArgs};
 use libimage::engine::image::{Access, Image};
@@ -131,19 +133,32 @@ struct CreateArgs {
     image: PathBuf,
     #[command(flatten)]
     source: SourceArgs,
-    /// Raw master key file (32..64 bytes), or `-` for standard input.
+    /// Source cryptimg image whose snapshot (--snapshot, else its only one) is exported (--format ext4).
+    #[arg(long, group = "source")]
+    from_image: Option<PathBuf>,
+    /// Raw master key file (32..64 bytes), or `-` for standard input. With --from-image, repeat it
+    /// for every key the snapshot uses; the snapshot's policy key encrypts the ext4 image.
+    #[arg(long, required = true)]
+    key_file: Vec<PathBuf>,
+    /// Image format: `cryptimg` (default) or `ext4` (a kernel-mountable ext4 filesystem with fscrypt v2).
+    #[arg(long, value_parser = ["cryptimg", "ext4"], default_value = "cryptimg")]
+    format: String,
+    /// ext4: name of the encrypted top-level directory holding the tree.
+    #[arg(long, default_value = "data")]
+    encrypted_dir: String,
+    /// ext4: leave out the journal.
     #[arg(long)]
-    key_file: PathBuf,
-    /// Name of the first snapshot.
-    #[arg(long, default_value = "main")]
-    snapshot: String,
+    no_journal: bool,
+    /// Name of the first snapshot (cryptimg; default main), or the snapshot to export (--from-image).
+    #[arg(long)]
+    snapshot: Option<String>,
     /// Byte-identical output for identical input and key (implied by SOURCE_DATE_EPOCH).
     #[arg(long)]
     deterministic: bool,
     /// Replace an existing image.
     #[arg(long)]
     force: bool,
-    /// Fix the image size (e.g. 512M); by default it grows as needed.
+    /// Fix the image size (e.g. 512M); by default it grows as needed (ext4: computed from the source).
     #[arg(long, value_parser = parse_size)]
     size: Option<u64>,
     #[command(flatten)]
@@ -151,17 +166,26 @@ struct CreateArgs {
 }
 
 fn create(a: CreateArgs) -> anyhow::Result<i32> {
-    a.source.check_stdin([a.key_file.as_path()])?;
+    a.source.check_stdin(a.key_file.iter().map(PathBuf::as_path))?;
+    if a.format == "ext4" {
+        return ext4_cmd::create_ext4(a);
+    }
+    if a.from_image.is_some() {
+        anyhow::bail!("--from-image needs --format ext4");
+    }
+    let [key_file] = a.key_file.as_slice() else {
+        anyhow::bail!("--format cryptimg takes exactly one --key-file");
+    };
     if !a.force && a.image.exists() {
         anyhow::bail!("{} already exists; pass --force to replace it", a.image.display());
     }
     if a.size.is_some_and(|s| s % 4096 != 0) {
         anyhow::bail!("--size must be a multiple of 4096 bytes");
     }
-    let key = load_key(&a.key_file)?;
+    let key = load_key(key_file)?;
     let epoch = source_date_epoch()?;
     let opts = CreateOptions {
-        snapshot: a.snapshot,
+        snapshot: a.snapshot.unwrap_or_else(|| "main".into()),
         repro: Reproducible {
             deterministic: a.deterministic || epoch.is_some(),
             clamp: epoch,

@@ -6,5 +6,6 @@ pub mod backup;
 pub mod build;
 pub mod check;
 pub mod create;
+pub mod ext4;
 pub mod lifecycle;
 pub mod read;
