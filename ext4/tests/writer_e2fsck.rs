@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ext4fs::inode::{Time, S_IFCHR, S_IFIFO};
-use ext4fs::writer::{Attrs, Options, Writer};
+use ext4fs::writer::{Attrs, Dense, Options, Writer};
 use ext4fs::xattr::Xattr;
 use ext4fs::ROOT_INO;
 
@@ -73,13 +73,20 @@ fn plaintext_tree_passes_e2fsck() {
         let d = w.mkdir(ROOT_INO, b"dir", attrs(0o1777), None).unwrap();
         let data: Vec<u8> = (0..100_000u32).map(|i| (i % 251) as u8).collect();
         let f = w
-            .file(d, b"file", attrs(0o4755), None, data.len() as u64, &mut Cursor::new(&data))
+            .file(d, b"file", attrs(0o4755), None, data.len() as u64, &mut Dense(Cursor::new(&data)))
             .unwrap();
         w.link(ROOT_INO, b"hardlink", f).unwrap();
         let mut sparse = vec![0u8; 5 << 20];
         sparse[3 << 20] = 1;
-        w.file(d, b"sparse", attrs(0o644), None, sparse.len() as u64, &mut Cursor::new(&sparse))
-            .unwrap();
+        w.file(
+            d,
+            b"sparse",
+            attrs(0o644),
+            None,
+            sparse.len() as u64,
+            &mut Dense(Cursor::new(&sparse)),
+        )
+        .unwrap();
         w.symlink(d, b"fast", attrs(0o777), None, b"target\0").unwrap();
         let mut long = vec![b'x'; 300];
         long.push(0);
@@ -94,14 +101,14 @@ fn plaintext_tree_passes_e2fsck() {
             name: b"small".to_vec(),
             value: b"v".to_vec(),
         }];
-        w.file(d, b"xsmall", xa, None, 0, &mut std::io::empty()).unwrap();
+        w.file(d, b"xsmall", xa, None, 0, &mut Dense(std::io::empty())).unwrap();
         let mut xb = attrs(0o644);
         xb.xattrs = vec![Xattr {
             index: 1,
             name: b"big".to_vec(),
             value: vec![9; 2000],
         }];
-        w.file(d, b"xbig", xb, None, 0, &mut std::io::empty()).unwrap();
+        w.file(d, b"xbig", xb, None, 0, &mut Dense(std::io::empty())).unwrap();
         let many = w.mkdir(d, b"many", attrs(0o755), None).unwrap();
         for i in 0..3000 {
             w.file(
@@ -110,7 +117,7 @@ fn plaintext_tree_passes_e2fsck() {
                 attrs(0o644),
                 None,
                 0,
-                &mut std::io::empty(),
+                &mut Dense(std::io::empty()),
             )
             .unwrap();
         }
@@ -159,4 +166,80 @@ fn e2fsck_catches_a_broken_image() {
     drop(f);
     let out = Command::new("e2fsck").arg("-fn").arg(&img).output().unwrap();
     assert!(!out.status.success(), "e2fsck accepted a corrupted inode");
+}
+
+#[test]
+fn oversized_xattrs_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer::new(File::create(dir.path().join("x.img")).unwrap(), opts(8192, false)).unwrap();
+    let mut a = attrs(0o644);
+    a.xattrs = vec![Xattr {
+        index: 1,
+        name: b"big".to_vec(),
+        value: vec![1; 5000],
+    }];
+    assert!(matches!(
+        w.file(ROOT_INO, b"f", a, None, 0, &mut Dense(std::io::empty())),
+        Err(ext4fs::Error::Invalid(_))
+    ));
+    let mut a = attrs(0o644);
+    a.xattrs = vec![Xattr {
+        index: 1,
+        name: vec![b'n'; 300],
+        value: vec![],
+    }];
+    assert!(matches!(w.mkdir(ROOT_INO, b"d", a, None), Err(ext4fs::Error::Invalid(_))));
+}
+
+/// A 1 TiB file that is one hole and one block of data at 512 GiB; reading
+/// inside the hole is an error, so the writer must skip it.
+struct HugeSparse {
+    pos: u64,
+}
+
+const HUGE: u64 = 1 << 40;
+const DATA_AT: u64 = 1 << 39;
+
+impl std::io::Read for HugeSparse {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.pos < DATA_AT {
+            return Err(std::io::Error::other("read inside the hole"));
+        }
+        let n = buf.len().min((HUGE - self.pos) as usize);
+        buf[..n].fill(0xAB);
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+impl ext4fs::writer::Contents for HugeSparse {
+    fn run(&mut self) -> std::io::Result<ext4fs::writer::Run> {
+        Ok(if self.pos < DATA_AT {
+            ext4fs::writer::Run::Hole { end: DATA_AT }
+        } else {
+            ext4fs::writer::Run::Data { end: DATA_AT + 4096 }
+        })
+    }
+    fn skip_hole(&mut self, to: u64) -> std::io::Result<()> {
+        self.pos = to;
+        Ok(())
+    }
+}
+
+#[test]
+fn holes_the_source_knows_are_skipped_not_read() {
+    if !have_e2fsck() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("h.img");
+    let mut w = Writer::new(File::create(&img).unwrap(), opts(8192, false)).unwrap();
+    // Data past the first block of the run is 0xAB up to the end: 512 GiB of
+    // it would not fit, so stop the file right after the data block.
+    let mut src = HugeSparse { pos: 0 };
+    let size = DATA_AT + 4096;
+    w.file(ROOT_INO, b"huge", attrs(0o644), None, size, &mut src).unwrap();
+    let st = w.finish().unwrap();
+    assert_eq!(st.bytes, size);
+    e2fsck(&img);
 }

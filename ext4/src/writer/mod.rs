@@ -17,7 +17,7 @@ mod finish;
 pub mod layout;
 
 use std::fs::File;
-use std::io::Read;
+use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use fscrypt::XtsKey;
@@ -65,6 +65,43 @@ pub struct Attrs {
     pub rdev: u64,
     pub xattrs: Vec<Xattr>,
 }
+
+/// What [`Contents::run`] reports at the current position.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Run {
+    /// Zeros known without reading (a sparse map's gap, a filesystem hole),
+    /// up to logical offset `end`.
+    Hole { end: u64 },
+    /// Bytes to read, up to logical offset `end` (`u64::MAX`: unknown).
+    Data { end: u64 },
+}
+
+/// A file's contents for [`Writer::file`]: a reader that may know where its
+/// holes are, so a sparse source is not read as zeros.
+pub trait Contents: Read {
+    /// The run at the current position (default: all data).
+    fn run(&mut self) -> io::Result<Run> {
+        Ok(Run::Data { end: u64::MAX })
+    }
+    /// Moves forward to `to`, inside the hole [`Contents::run`] reported.
+    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("no hole to skip to offset {to}"),
+        ))
+    }
+}
+
+/// Any reader as [`Contents`] without hole information.
+pub struct Dense<R>(pub R);
+
+impl<R: Read> Read for Dense<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        self.0.read(buf)
+    }
+}
+
+impl<R: Read> Contents for Dense<R> {}
 
 /// Counts of what was written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -178,6 +215,7 @@ impl Writer {
 
     /// The number the next new inode gets.
     fn new_ino(&mut self, node: Node) -> Result<u32> {
+        check_xattrs(&node.attrs.xattrs)?;
         let n = self.nodes.len() as u64 + 1;
         if n > self.layout.inodes() {
             return Err(Error::NoInodes {
@@ -256,6 +294,7 @@ impl Writer {
 
     /// Replaces the metadata of an existing inode (a directory seen again).
     pub fn set_attrs(&mut self, ino: u32, mut attrs: Attrs) -> Result<()> {
+        check_xattrs(&attrs.xattrs)?;
         let n = self.node_mut(ino)?;
         attrs.mode = (n.attrs.mode & S_IFMT) | (attrs.mode & !S_IFMT);
         n.attrs = attrs;
@@ -313,7 +352,7 @@ impl Writer {
         mut attrs: Attrs,
         enc: Option<([u8; 40], &XtsKey)>,
         size: u64,
-        content: &mut dyn Read,
+        content: &mut dyn Contents,
     ) -> Result<u32> {
         let (ctx, key) = match enc {
             Some((c, k)) => (Some(c), Some(k)),
@@ -325,6 +364,7 @@ impl Writer {
                 "a file of {size} bytes is larger than ext4 allows (16 TiB)"
             )));
         }
+        check_xattrs(&attrs.xattrs)?;
         let (extents, data_blocks) = self.write_contents(key, size, content)?;
         let ino = self.new_ino(Node {
             attrs,
@@ -340,7 +380,7 @@ impl Writer {
         Ok(ino)
     }
 
-    fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn Read) -> Result<(Vec<Extent>, u64)> {
+    fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn Contents) -> Result<(Vec<Extent>, u64)> {
         let mut extents: Vec<Extent> = Vec::new();
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(READ_CHUNK, 0);
@@ -348,12 +388,26 @@ impl Writer {
         let mut nblocks = 0u64;
         let mut zero: Vec<bool> = Vec::with_capacity(READ_CHUNK / BLOCK_SIZE);
         let r = (|| {
+            let read_err = |e| Error::io(format!("reading file contents ({size} bytes expected)"), e);
             while done < size {
-                let n = (size - done).min(READ_CHUNK as u64) as usize;
+                // `done` is a multiple of the block size here.
+                let run_end = match content.run().map_err(read_err)? {
+                    Run::Hole { end } => {
+                        let to = (end.min(size) / BLOCK_SIZE_U64 * BLOCK_SIZE_U64).max(done);
+                        if to > done {
+                            content.skip_hole(to).map_err(read_err)?;
+                            done = to;
+                            continue;
+                        }
+                        // A hole shorter than the rest of this block: read it.
+                        (done + BLOCK_SIZE_U64).min(size)
+                    }
+                    Run::Data { end } => end.min(size).max(done + 1),
+                };
+                let upto = run_end.next_multiple_of(BLOCK_SIZE_U64).min(size);
+                let n = (upto - done).min(READ_CHUNK as u64) as usize;
                 let padded = n.next_multiple_of(BLOCK_SIZE);
-                content
-                    .read_exact(&mut buf[..n])
-                    .map_err(|e| Error::io(format!("reading file contents ({size} bytes expected)"), e))?;
+                content.read_exact(&mut buf[..n]).map_err(read_err)?;
                 buf[n..padded].fill(0);
                 let lblk0 = done / BLOCK_SIZE_U64;
                 // Holes are decided on the plaintext, before encryption.
@@ -494,4 +548,24 @@ fn encrypt_chunk(key: &XtsKey, lblk0: u64, data: &mut [u8]) {
         s.spawn(|| key.encrypt_units(second, BLOCK_SIZE, b));
         key.encrypt_units(lblk0, BLOCK_SIZE, a);
     });
+}
+
+/// Names of 1..=255 bytes, index 1..=9, and all attributes of an inode in
+/// one block (the context stays in the inode).
+fn check_xattrs(x: &[Xattr]) -> Result<()> {
+    for a in x {
+        if a.name.is_empty() || a.name.len() > 255 || a.index == 0 || a.index > 9 {
+            return Err(Error::Invalid(format!(
+                "extended attribute (index {}, name of {} bytes) is not valid",
+                a.index,
+                a.name.len()
+            )));
+        }
+    }
+    if !crate::xattr::fits_block(x) {
+        return Err(Error::Invalid(
+            "extended attributes of one file need more than one 4096-byte block".into(),
+        ));
+    }
+    Ok(())
 }

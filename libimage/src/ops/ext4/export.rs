@@ -13,7 +13,7 @@ use crate::engine::image::{decrypt_parallel, Access, Image, Keyring};
 use crate::error::{Error, Result};
 use crate::format::inode::{Body, MapEntry};
 use crate::ops::read::TreeReader;
-use crate::tree::{EntrySink, FileData, SourceEntry, SourceKind};
+use crate::tree::{EntrySink, FileData, Run, SourceEntry, SourceKind};
 use crate::BLOCK_SIZE;
 
 fn open(path: &Path, snapshot: Option<&str>, keys: &Keyring) -> Result<(Image, String)> {
@@ -163,6 +163,23 @@ struct ExtentReader<'a> {
 }
 
 impl ExtentReader<'_> {
+    /// The map entry covering byte `pos`, or where the hole at `pos` ends.
+    fn at(&self, pos: u64) -> std::result::Result<&MapEntry, u64> {
+        let bs = BLOCK_SIZE as u64;
+        let blk = pos / bs;
+        match self.map.iter().find(|m| blk >= m.lblk && blk < m.lblk + u64::from(m.blocks)) {
+            Some(m) => Ok(m),
+            None => Err(self
+                .map
+                .iter()
+                .map(|m| m.lblk.saturating_mul(bs))
+                .filter(|&s| s > pos)
+                .min()
+                .unwrap_or(self.size)
+                .min(self.size)),
+        }
+    }
+
     fn load(&mut self, m: &MapEntry) -> Result<()> {
         let e = self.img.extent(m.extent)?;
         let key = self.keys.get(&e.ctx.key).ok_or_else(|| Error::WrongKey {
@@ -177,9 +194,30 @@ impl ExtentReader<'_> {
     }
 }
 
-/// Holes read as zeros (the default: all data); the ext4 writer finds
-/// all-zero blocks itself.
-impl FileData for ExtentReader<'_> {}
+impl FileData for ExtentReader<'_> {
+    fn run(&mut self) -> io::Result<Run> {
+        let bs = BLOCK_SIZE as u64;
+        Ok(match self.at(self.pos) {
+            Ok(m) => Run::Data {
+                end: (m.lblk + u64::from(m.blocks)).saturating_mul(bs).min(self.size),
+            },
+            Err(end) => Run::Hole { end },
+        })
+    }
+
+    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
+        match self.at(self.pos) {
+            Err(end) if to >= self.pos && to <= end => {
+                self.pos = to;
+                Ok(())
+            }
+            _ => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("no hole to skip to offset {to}"),
+            )),
+        }
+    }
+}
 
 impl Read for ExtentReader<'_> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
