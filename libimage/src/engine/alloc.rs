@@ -88,7 +88,7 @@ impl FreeMap {
             .range(first..end)
             .filter_map(|(&s, &l)| {
                 let (a, b) = (s.max(start), s.saturating_add(l).min(end));
-                (a < b).then_some((a, b - a))
+                (a < b).then(|| (a, b - a))
             })
             .collect()
     }
