@@ -213,11 +213,20 @@ fn tar_stream_round_trips_through_gnu_tar() {
 #[test]
 fn tar_stream_of_a_selection() {
     let t = tempfile::tempdir().unwrap();
-    let (_src, img) = setup(t.path());
+    let (src, img) = setup(t.path());
     let img = Image::open(&img, Access::ReadOnly).unwrap();
     let (bytes, st) = read::extract_tar(&img, None, &ring(), &[b"links/b".to_vec(), b"third".to_vec()], Vec::new(), &Quiet).unwrap();
     assert_eq!((st.files, st.hardlinks, st.dirs), (1, 1, 3), "{st:?}");
     assert_eq!(bytes.len() % 512, 0);
+    // Binary xattr values and nanosecond times go into pax records as they are.
+    let (x, _) = read::extract_tar(&img, None, &ring(), &[b"xattr_file".to_vec()], Vec::new(), &Quiet).unwrap();
+    let has = |needle: &[u8]| x.windows(needle.len()).any(|w| w == needle);
+    let src_xattrs = testkit::tree::read_xattrs(&src.join("xattr_file")).unwrap();
+    if !src_xattrs.is_empty() {
+        assert!(has(b" SCHILY.xattr.user.binary=\0\nbin\xff\n\n"), "binary xattr record missing");
+    }
+    let ns = fs::symlink_metadata(src.join("xattr_file")).unwrap().mtime_nsec();
+    assert!(has(format!(".{ns:09}\n").as_bytes()), "mtime with nanoseconds missing");
     if !require_tool("tar") {
         return;
     }

@@ -11,10 +11,10 @@
 use std::io::{Read, Write};
 
 use crate::error::{CorruptKind, Error, Result};
-pub use crate::tree::pax::{octal_max, push_record, Ustar, TAR_BLOCK};
-use crate::tree::pax::{padding, ZERO_BLOCK};
 #[cfg(test)]
 use crate::tree::pax::put_octal;
+pub use crate::tree::pax::{octal_max, push_record, Ustar, TAR_BLOCK};
+use crate::tree::pax::{padding, ZERO_BLOCK};
 
 /// Largest `x` extended header accepted or written.
 pub const MAX_PAX_HEADER: u64 = 64 << 20;
