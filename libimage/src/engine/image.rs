@@ -674,6 +674,12 @@ impl Image {
         Ok(self.free.trim_tail())
     }
 
+    /// Defers hole punching at commits while `on` (for `compact`); the first
+    /// commit after it is turned off punches every free range.
+    pub fn defer_punching(&mut self, on: bool) {
+        self.space.set_deferred(on);
+    }
+
     /// The last error met while giving space back after a commit (hole
     /// punching, truncation); such errors do not fail the commit.
     pub fn reclaim_error(&self) -> Option<&str> {

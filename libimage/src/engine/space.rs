@@ -30,6 +30,9 @@ pub struct Reclaim {
     released: Vec<(u64, u64)>,
     /// Hole punching is unsupported here; stop trying.
     unsupported: bool,
+    /// Punch nothing for now; the next commit after this is cleared punches
+    /// every free range (see [`Reclaim::set_deferred`]).
+    deferred: bool,
     /// The last reclaim error, described.
     last_error: Option<String>,
 }
@@ -40,6 +43,7 @@ impl Default for Reclaim {
             punch_all: true,
             released: Vec::new(),
             unsupported: false,
+            deferred: false,
             last_error: None,
         }
     }
@@ -49,6 +53,14 @@ impl Reclaim {
     /// Called by the commit for each range it releases (after the flip).
     pub fn note_released(&mut self, start: u64, len: u64) {
         self.released.push((start, len));
+    }
+
+    /// Defers punching while `on`: for `compact`, whose moves refill most
+    /// free ranges and whose final truncation drops the rest, punching each
+    /// one first (a journaled `fallocate` per range) would only cost time.
+    /// The first commit after deferring ends punches every free range.
+    pub fn set_deferred(&mut self, on: bool) {
+        self.deferred = on;
     }
 
     /// The last error hole punching or truncation met, if any.
@@ -70,6 +82,11 @@ impl Reclaim {
             }
             Ok(_) => {}
             Err(e) => self.last_error = Some(format!("stat of the image: {e}")),
+        }
+        if self.deferred {
+            self.punch_all = true;
+            self.released.clear();
+            return;
         }
         let ranges: Vec<(u64, u64)> = if std::mem::take(&mut self.punch_all) {
             free.ranges().collect()
