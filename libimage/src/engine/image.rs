@@ -460,7 +460,10 @@ impl Image {
             poisoned: false,
             committed_writes: 0,
             _lock: Some(lock),
-            space: Default::default(),
+            space: match at {
+                None => Default::default(),
+                Some(_) => crate::engine::space::Reclaim::at_older_generation(),
+            },
         };
         Ok((img, findings))
     }

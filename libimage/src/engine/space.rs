@@ -30,6 +30,8 @@ pub struct Reclaim {
     released: Vec<(u64, u64)>,
     /// Hole punching is unsupported here; stop trying.
     unsupported: bool,
+    /// Give nothing back at the next commit ([`Reclaim::at_older_generation`]).
+    skip_next: bool,
     /// Punch nothing for now; the next commit after this is cleared punches
     /// every free range (see [`Reclaim::set_deferred`]).
     deferred: bool,
@@ -43,6 +45,7 @@ impl Default for Reclaim {
             punch_all: true,
             released: Vec::new(),
             unsupported: false,
+            skip_next: false,
             deferred: false,
             last_error: None,
         }
@@ -50,6 +53,19 @@ impl Default for Reclaim {
 }
 
 impl Reclaim {
+    /// For an image opened at an older generation (a rollback): the newer
+    /// one, whose blocks are free in the opened state, is the previous
+    /// generation of the first commit, so that commit neither punches nor
+    /// truncates anything (the damaged generation stays on disk for salvage
+    /// until its blocks are reused).
+    pub fn at_older_generation() -> Self {
+        Reclaim {
+            punch_all: false,
+            skip_next: true,
+            ..Reclaim::default()
+        }
+    }
+
     /// Called by the commit for each range it releases (after the flip).
     pub fn note_released(&mut self, start: u64, len: u64) {
         self.released.push((start, len));
@@ -73,6 +89,10 @@ impl Reclaim {
     /// generation and the one before it. Cuts the file to `total` blocks when
     /// it is longer and punches what became safe since the last commit.
     pub fn after_commit(&mut self, file: &File, free: &FreeMap) {
+        if std::mem::take(&mut self.skip_next) {
+            self.released.clear();
+            return;
+        }
         let total_bytes = free.total.saturating_mul(BLOCK_SIZE as u64);
         match file.metadata() {
             Ok(m) if m.len() > total_bytes => {
