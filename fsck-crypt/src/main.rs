@@ -57,16 +57,34 @@ enum Cmd {
     },
     /// Check an image's integrity: keyless always, names and links with keys, data with --data.
     Check(CheckArgs),
-    /// Write a snapshot's tree back to DEST with all metadata (ownership and devices only as root).
+    /// Write a snapshot's tree (or only PATHs) back to DEST with all metadata (ownership and devices
+    /// only as root), or as a pax tar stream to standard output when DEST is `-`.
     Extract {
         image: PathBuf,
+        /// Destination directory (absent or empty), or `-` for a pax tar stream on standard output
+        /// (refused on a terminal).
         dest: PathBuf,
+        /// Paths inside the snapshot to extract (a directory means its subtree), with their parent
+        /// directories; all of it when none.
+        paths: Vec<PathBuf>,
         #[arg(long)]
         snapshot: Option<String>,
         #[arg(long, required = true)]
         key_file: Vec<PathBuf>,
         #[arg(long)]
         no_progress: bool,
+    },
+    /// Print one regular file's contents to standard output.
+    Cat {
+        image: PathBuf,
+        /// The file inside the snapshot (real names; `.` and `..` work as in a shell).
+        path: PathBuf,
+        /// Snapshot to read (default: the only one, or `main`).
+        #[arg(long)]
+        snapshot: Option<String>,
+        /// Key file(s) (repeatable; `-` = stdin once).
+        #[arg(long, required = true)]
+        key_file: Vec<PathBuf>,
     },
 }
 
@@ -227,6 +245,63 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
     Ok(r.exit_code)
 }
 
+fn extract(
+    image: PathBuf,
+    dest: PathBuf,
+    paths: Vec<PathBuf>,
+    snapshot: Option<String>,
+    key_file: Vec<PathBuf>,
+    no_progress: bool,
+) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    use std::os::unix::ffi::OsStrExt;
+    let to_tar = dest.as_os_str() == "-";
+    if to_tar && std::io::stdout().is_terminal() {
+        anyhow::bail!("refusing to write a tar stream to a terminal; redirect standard output (e.g. `| tar -xpf -`)");
+    }
+    let keys = load_keys(&key_file)?;
+    let img = Image::open(&image, Access::ReadOnly)?;
+    let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
+    let bar = Bar::new(no_progress);
+    let (st, to) = if to_tar {
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let (_, st) = libimage::ops::read::extract_tar(&img, snapshot.as_deref(), &keys, &paths, out, &bar)?;
+        (st, "standard output (pax tar)".to_string())
+    } else {
+        let as_root = libimage::tree::write::running_as_root();
+        let st = libimage::ops::read::extract_paths(&img, snapshot.as_deref(), &keys, &paths, &dest, as_root, &bar)?;
+        (st, dest.display().to_string())
+    };
+    if st.skipped > 0 && !to_tar {
+        eprintln!(
+            "warning: {} device node(s) not created (creating them needs root){}",
+            st.skipped,
+            if st.links_skipped > 0 {
+                format!(", nor {} more name(s) hard-linked to them", st.links_skipped)
+            } else {
+                String::new()
+            }
+        );
+    }
+    eprintln!(
+        "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {to}",
+        st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped
+    );
+    Ok(exit::OK)
+}
+
+fn cat(image: PathBuf, path: PathBuf, snapshot: Option<String>, key_file: Vec<PathBuf>) -> anyhow::Result<i32> {
+    use std::os::unix::ffi::OsStrExt;
+    let keys = load_keys(&key_file)?;
+    let img = Image::open(&image, Access::ReadOnly)?;
+    let snap = img.snapshot(snapshot.as_deref())?;
+    let r = TreeReader::new(&img, snap, &keys);
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    libimage::ops::read::cat(&r, path.as_os_str().as_bytes(), &mut out)?;
+    out.flush()?;
+    Ok(exit::OK)
+}
+
 fn main() {
     cryptimg_cli::init_process();
     let cli: Cli = parse_args();
@@ -244,35 +319,16 @@ fn main() {
         Cmd::Extract {
             image,
             dest,
+            paths,
             snapshot,
             key_file,
             no_progress,
-        } => {
-            let keys = load_keys(&key_file)?;
-            let img = Image::open(&image, Access::ReadOnly)?;
-            let as_root = libimage::tree::write::running_as_root();
-            let st = libimage::ops::read::extract(&img, snapshot.as_deref(), &keys, &dest, as_root, &Bar::new(no_progress))?;
-            if st.skipped > 0 {
-                eprintln!(
-                    "warning: {} device node(s) not created (creating them needs root){}",
-                    st.skipped,
-                    if st.links_skipped > 0 {
-                        format!(", nor {} more name(s) hard-linked to them", st.links_skipped)
-                    } else {
-                        String::new()
-                    }
-                );
-            }
-            eprintln!(
-                "extracted {} files, {} dirs, {} symlinks, {} special ({} skipped) to {}",
-                st.files,
-                st.dirs,
-                st.symlinks,
-                st.specials,
-                st.skipped,
-                dest.display()
-            );
-            Ok(exit::OK)
-        }
+        } => extract(image, dest, paths, snapshot, key_file, no_progress),
+        Cmd::Cat {
+            image,
+            path,
+            snapshot,
+            key_file,
+        } => cat(image, path, snapshot, key_file),
     })
 }

@@ -188,3 +188,17 @@ pub fn is_dumpable() -> io::Result<bool> {
     };
     check_ret(r).map(|v| v != 0)
 }
+/// Deallocates `len` bytes at `offset` of `f` (`fallocate(2)` with
+/// `FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE`): the range reads as zeros
+/// afterwards and the file keeps its length. Fails with `EOPNOTSUPP` on file
+/// systems without hole punching.
+pub fn punch_hole(f: &std::fs::File, offset: u64, len: u64) -> io::Result<()> {
+    use std::os::unix::io::AsRawFd;
+    let (Ok(off), Ok(len)) = (libc::off_t::try_from(offset), libc::off_t::try_from(len)) else {
+        return Err(io::Error::from(io::ErrorKind::InvalidInput));
+    };
+    // SAFETY: the descriptor is owned by `f`, which outlives the call;
+    // fallocate takes no pointers.
+    let r = unsafe { libc::fallocate(f.as_raw_fd(), libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE, off, len) };
+    check_ret(r).map(drop)
+}

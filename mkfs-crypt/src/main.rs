@@ -40,9 +40,17 @@ enum Cmd {
     Create(CreateArgs),
     /// Write a new random 64-byte master key (mode 0600) and print its identifier.
     Keygen {
-        /// Where to write the key; must not exist.
+        /// Where to write the key; must not exist. `-` writes the raw key to standard output
+        /// (refused on a terminal) and the identifier to standard error.
         file: PathBuf,
     },
+    /// Print a key file's identifier (the one `fscryptctl add_key` prints).
+    Keyid {
+        /// The raw key file (32..64 bytes), or `-` for standard input.
+        key_file: PathBuf,
+    },
+    /// Move data down into free space and cut the image file to what is in use (no key needed).
+    Compact(CompactArgs),
     /// Add a snapshot sharing every extent of an existing one (copies metadata only; no key needed).
     Snapshot(SnapshotArgs),
     /// Move a snapshot to a new key: names and symlink targets now, data with --reencrypt.
@@ -114,6 +122,55 @@ struct UpdateArgs {
     rewrite_all: bool,
     #[command(flatten)]
     out: OutputArgs,
+}
+
+#[derive(Args)]
+struct CompactArgs {
+    /// The image to compact.
+    image: PathBuf,
+    /// Commit moved data in batches of this size (e.g. 256M); an interrupted run keeps finished batches.
+    #[arg(long, value_parser = parse_size, default_value = "256M")]
+    batch_size: u64,
+    #[command(flatten)]
+    out: OutputArgs,
+}
+
+fn compact(a: CompactArgs) -> anyhow::Result<i32> {
+    let mut img = open_rw(&a.image)?;
+    let opts = lifecycle::CompactOptions {
+        batch_bytes: a.batch_size.max(1),
+        time: commit_time()?,
+    };
+    let r = lifecycle::compact(&mut img, &opts, &a.out.bar())?;
+    if let Some(e) = img.reclaim_error() {
+        eprintln!("mkfs-crypt: warning: the image is consistent, but giving space back failed: {e}");
+    }
+    if a.out.json {
+        print_json(&r)?;
+    } else if !a.out.quiet {
+        println!("compacted {}", a.image.display());
+        println!("  moved       {} extents, {} bytes", r.extents_moved, r.bytes_moved);
+        println!("  size        {} -> {} bytes", r.file_bytes_before, r.file_bytes_after);
+        println!("  on disk     {} -> {} bytes", r.disk_bytes_before, r.disk_bytes_after);
+        println!("  commits     {}", r.commits);
+    }
+    Ok(exit::OK)
+}
+
+fn keygen(file: PathBuf) -> anyhow::Result<i32> {
+    use std::io::IsTerminal;
+    if file.as_os_str() != "-" {
+        let key = generate_key_file(&file)?;
+        println!("{}", key.identifier());
+        return Ok(exit::OK);
+    }
+    let stdout = std::io::stdout();
+    if stdout.is_terminal() {
+        anyhow::bail!("refusing to write a raw key to a terminal; redirect standard output to a file or a pipe");
+    }
+    let key = libimage::engine::keyfile::generate_key_to(&mut stdout.lock(), "standard output")?;
+    eprintln!("{}", key.identifier());
+    Ok(exit::OK)
 }
 
 #[derive(Args)]
@@ -342,11 +399,12 @@ fn main() {
     libimage::engine::lock::set_wait(cli.wait);
     main_with("mkfs-crypt", || match cli.cmd {
         Cmd::Create(a) => create(a),
-        Cmd::Keygen { file } => {
-            let key = generate_key_file(&file)?;
-            println!("{}", key.identifier());
+        Cmd::Keygen { file } => keygen(file),
+        Cmd::Keyid { key_file } => {
+            println!("{}", load_key(&key_file)?.identifier());
             Ok(exit::OK)
         }
+        Cmd::Compact(a) => compact(a),
         Cmd::Snapshot(a) => snapshot(a),
         Cmd::Rekey(a) => rekey(a),
         Cmd::Update(a) => update(a),

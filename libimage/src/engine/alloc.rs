@@ -75,6 +75,57 @@ impl FreeMap {
         Ok(start)
     }
 
+    /// The free ranges inside the image, as `(start, length)`, ascending.
+    pub fn ranges(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.free.iter().map(|(&s, &l)| (s, l))
+    }
+
+    /// The parts of `[start, start + len)` that are free, ascending.
+    pub fn free_parts(&self, start: u64, len: u64) -> Vec<(u64, u64)> {
+        let end = start.saturating_add(len);
+        let first = self.free.range(..=start).next_back().map_or(start, |(&s, _)| s);
+        self.free
+            .range(first..end)
+            .filter_map(|(&s, &l)| {
+                let (a, b) = (s.max(start), s.saturating_add(l).min(end));
+                (a < b).then(|| (a, b - a))
+            })
+            .collect()
+    }
+
+    /// Allocates `n` contiguous blocks that lie entirely below `limit`
+    /// (first fit), never growing the image; `None` when no free range fits.
+    /// For compaction, which moves data only downwards.
+    pub fn alloc_below(&mut self, n: u64, limit: u64) -> Option<u64> {
+        let (s, l) = self
+            .free
+            .range(..limit)
+            .find(|(&s, &l)| l >= n && s.saturating_add(n) <= limit)
+            .map(|(&s, &l)| (s, l))?;
+        self.free.remove(&s);
+        if l > n {
+            self.free.insert(s + n, l - n);
+        }
+        Some(s)
+    }
+
+    /// Drops the trailing free range (the free space at the end of a
+    /// growable image), so the next commit records a shorter image. Never
+    /// cuts a used block, and does nothing when the size is fixed. Returns the
+    /// length in blocks now.
+    pub fn trim_tail(&mut self) -> u64 {
+        if self.max != 0 {
+            return self.total;
+        }
+        if let Some((&s, &l)) = self.free.last_key_value() {
+            if s + l == self.total {
+                self.free.remove(&s);
+                self.total = s.max(2);
+            }
+        }
+        self.total
+    }
+
     /// Returns a range to the free map, merging neighbours.
     pub fn release(&mut self, start: u64, len: u64) {
         if len == 0 {
@@ -111,6 +162,21 @@ mod tests {
         f.release(5, 3);
         f.release(2, 3);
         assert_eq!(f.alloc(6).unwrap(), 2);
+    }
+
+    #[test]
+    fn below_parts_and_tail() {
+        let mut f = FreeMap::from_used(30, 0, vec![(2, 3), (8, 2), (20, 4)]);
+        assert_eq!(f.free_parts(0, 40), vec![(5, 3), (10, 10), (24, 6)]);
+        assert_eq!(f.free_parts(6, 6), vec![(6, 2), (10, 2)]);
+        assert_eq!(f.alloc_below(4, 20), Some(10));
+        assert_eq!(f.alloc_below(3, 8), Some(5));
+        assert_eq!(f.alloc_below(7, 20), None);
+        assert_eq!(f.trim_tail(), 24);
+        assert_eq!(f.alloc_below(1, 100), Some(14));
+        assert_eq!(f.total, 24);
+        let mut fixed = FreeMap::from_used(10, 10, vec![]);
+        assert_eq!(fixed.trim_tail(), 10);
     }
 
     #[test]

@@ -329,6 +329,8 @@ pub struct Image {
     /// The image's lock (`engine::lock`): exclusive for writers, shared for
     /// readers; `None` for a new image nobody else can see yet.
     _lock: Option<LockGuard>,
+    /// Hole punching and truncation after each commit (`engine::space`).
+    space: crate::engine::space::Reclaim,
 }
 
 /// Opens an image file and takes its lock (exclusive to write, shared to
@@ -458,6 +460,10 @@ impl Image {
             poisoned: false,
             committed_writes: 0,
             _lock: Some(lock),
+            space: match at {
+                None => Default::default(),
+                Some(_) => crate::engine::space::Reclaim::at_older_generation(),
+            },
         };
         Ok((img, findings))
     }
@@ -496,6 +502,7 @@ impl Image {
             poisoned: false,
             committed_writes: 0,
             _lock: None,
+            space: Default::default(),
         })
     }
 
@@ -637,6 +644,51 @@ impl Image {
         Ok(buf)
     }
 
+    /// Allocates `n` blocks free in the committed state and lying entirely
+    /// below block `limit`, never growing the image (for compaction).
+    pub fn alloc_below(&mut self, n: u64, limit: u64) -> Result<Option<u64>> {
+        self.check_writable()?;
+        Ok(self.free.alloc_below(n, limit))
+    }
+
+    /// Points extent `id` at `new_start`, where the caller (compaction) has
+    /// written a copy of its ciphertext into blocks from
+    /// [`Image::alloc_below`]; its old blocks are freed when the operation
+    /// commits. The ciphertext is unchanged: XTS tweaks count blocks within
+    /// the extent (FORMAT.md §9.6).
+    pub fn move_extent(&mut self, id: u64, new_start: u64) -> Result<()> {
+        self.check_writable()?;
+        let e = self
+            .meta
+            .extents
+            .get_mut(&id)
+            .ok_or(Error::corrupt(CorruptKind::Dangling { what: "extent", id }, "extent table", None))?;
+        let old = (e.start, u64::from(e.blocks));
+        e.start = new_start;
+        self.pending_free.push(old);
+        Ok(())
+    }
+
+    /// Drops the free space at the end of a growable image, so the next
+    /// commit records (and cuts the file to) a shorter image. Returns the
+    /// length in blocks now.
+    pub fn trim_tail(&mut self) -> Result<u64> {
+        self.check_writable()?;
+        Ok(self.free.trim_tail())
+    }
+
+    /// Defers hole punching at commits while `on` (for `compact`); the first
+    /// commit after it is turned off punches every free range.
+    pub fn defer_punching(&mut self, on: bool) {
+        self.space.set_deferred(on);
+    }
+
+    /// The last error met while giving space back after a commit (hole
+    /// punching, truncation); such errors do not fail the commit.
+    pub fn reclaim_error(&self) -> Option<&str> {
+        self.space.last_error()
+    }
+
     /// Looks up an extent.
     pub fn extent(&self, id: u64) -> Result<&Extent> {
         self.meta
@@ -744,13 +796,16 @@ impl Image {
         };
         self.io.write_now(sb.slot(), &sb.to_bytes())?;
         self.io.sync()?;
+        self.space.after_commit(&self.io.file, &self.free);
         // The old metadata region and blocks freed by this operation are
         // reusable from now on.
         if self.sb.meta_blocks != 0 {
             self.free.release(self.sb.meta_start, self.sb.meta_blocks);
+            self.space.note_released(self.sb.meta_start, self.sb.meta_blocks);
         }
         for (s, l) in std::mem::take(&mut self.pending_free) {
             self.free.release(s, l);
+            self.space.note_released(s, l);
         }
         self.sb = sb;
         self.committed_writes = self.io.writes;

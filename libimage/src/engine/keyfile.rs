@@ -57,3 +57,13 @@ pub fn generate_key_file(path: &Path) -> Result<MasterKey> {
         .map_err(|e| Error::io(format!("writing key file {}", path.display()), e))?;
     Ok(MasterKey::from_bytes(&raw[..])?)
 }
+
+/// Writes a new random 64-byte key to `out` (e.g. standard output, which the
+/// caller has checked is not a terminal). Returns the key.
+pub fn generate_key_to(out: &mut dyn std::io::Write, what: &str) -> Result<MasterKey> {
+    let raw = fscrypt::generate_key()?;
+    out.write_all(&raw[..])
+        .and_then(|()| out.flush())
+        .map_err(|e| Error::io(format!("writing the key to {what}"), e))?;
+    Ok(MasterKey::from_bytes(&raw[..])?)
+}

@@ -10,3 +10,4 @@ pub mod keyfile;
 pub mod lock;
 pub mod parallel;
 pub mod process;
+pub mod space;

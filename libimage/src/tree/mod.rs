@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 
 use crate::error::Result;
 
+pub mod pax;
 pub mod tar;
 #[cfg(test)]
 mod test_sink;

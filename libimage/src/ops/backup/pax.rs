@@ -11,78 +11,17 @@
 use std::io::{Read, Write};
 
 use crate::error::{CorruptKind, Error, Result};
+#[cfg(test)]
+use crate::tree::pax::put_octal;
+pub use crate::tree::pax::{octal_max, push_record, Ustar, TAR_BLOCK};
+use crate::tree::pax::{padding, ZERO_BLOCK};
 
-/// The tar block size.
-pub const TAR_BLOCK: usize = 512;
 /// Largest `x` extended header accepted or written.
 pub const MAX_PAX_HEADER: u64 = 64 << 20;
 /// The keyword of the per-member checksum record, always the last record.
 pub const CRC_KEY: &str = "CRYPTIMG.crc32c";
 
-const ZERO_BLOCK: [u8; TAR_BLOCK] = [0; TAR_BLOCK];
-
-/// The ustar header fields the format uses.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Ustar {
-    /// At most 100 bytes; the real path is in the pax `path` record.
-    pub name: Vec<u8>,
-    pub mode: u32,
-    pub uid: u64,
-    pub gid: u64,
-    pub size: u64,
-    pub mtime: i64,
-    pub typeflag: u8,
-    /// At most 100 bytes; the real target is in the pax `linkpath` record.
-    pub linkname: Vec<u8>,
-    pub devmajor: u64,
-    pub devminor: u64,
-}
-
-/// Largest value of an octal field of `width` bytes (width - 1 digits).
-pub fn octal_max(width: usize) -> u64 {
-    (1u64 << (3 * (width as u32 - 1))) - 1
-}
-
-/// Writes `v` (clamped) as `width - 1` zero-padded octal digits and a NUL.
-fn put_octal(b: &mut [u8], v: u64) {
-    let w = b.len();
-    let mut v = v.min(octal_max(w));
-    for d in b[..w - 1].iter_mut().rev() {
-        *d = b'0' + (v & 7) as u8;
-        v >>= 3;
-    }
-    b[w - 1] = 0;
-}
-
-fn put_str(b: &mut [u8], s: &[u8]) {
-    let n = s.len().min(b.len());
-    b[..n].copy_from_slice(&s[..n]);
-}
-
 impl Ustar {
-    /// Encodes the header, checksum included. Values too large for their
-    /// field are clamped; the writer puts the true value in a pax record.
-    pub fn encode(&self) -> [u8; TAR_BLOCK] {
-        let mut h = [0u8; TAR_BLOCK];
-        put_str(&mut h[0..100], &self.name);
-        put_octal(&mut h[100..108], u64::from(self.mode));
-        put_octal(&mut h[108..116], self.uid);
-        put_octal(&mut h[116..124], self.gid);
-        put_octal(&mut h[124..136], self.size);
-        put_octal(&mut h[136..148], self.mtime.max(0) as u64);
-        h[156] = self.typeflag;
-        put_str(&mut h[157..257], &self.linkname);
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        put_octal(&mut h[329..337], self.devmajor);
-        put_octal(&mut h[337..345], self.devminor);
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| u32::from(b)).sum();
-        put_octal(&mut h[148..155], u64::from(sum));
-        h[155] = b' ';
-        h
-    }
-
     /// Decodes a header written by [`Ustar::encode`], strictly: magic,
     /// version, checksum and every numeric field's exact form.
     pub fn decode(h: &[u8; TAR_BLOCK], offset: u64) -> Result<Ustar> {
@@ -143,32 +82,6 @@ fn parse_octal(b: &[u8]) -> Option<u64> {
     digits
         .iter()
         .try_fold(0u64, |acc, &d| acc.checked_mul(8)?.checked_add(u64::from(d - b'0')))
-}
-
-/// Appends one pax record `"LEN KEY=VALUE\n"`.
-pub fn push_record(buf: &mut Vec<u8>, key: &[u8], value: &[u8]) {
-    let n = key.len() + value.len() + 3; // ' ', '=', '\n'
-                                         // The length counts its own decimal digits: the smallest d with
-                                         // digits(n + d) == d.
-    let digits = |x: usize| x.checked_ilog10().map_or(1, |l| l as usize + 1);
-    let mut d = 1;
-    while digits(n + d) != d {
-        d += 1;
-    }
-    let len = n + d;
-    let mut dec = [0u8; 20];
-    let mut v = len;
-    for c in dec[..d].iter_mut().rev() {
-        *c = b'0' + (v % 10) as u8;
-        v /= 10;
-    }
-    buf.reserve(len);
-    buf.extend_from_slice(&dec[..d]);
-    buf.push(b' ');
-    buf.extend_from_slice(key);
-    buf.push(b'=');
-    buf.extend_from_slice(value);
-    buf.push(b'\n');
 }
 
 /// One parsed record, borrowing the header bytes.
@@ -236,10 +149,6 @@ pub fn parse_records(data: &[u8], offset: u64) -> Result<Vec<Record<'_>>> {
         pos += len;
     }
     Ok(out)
-}
-
-fn padding(len: u64) -> usize {
-    ((TAR_BLOCK as u64 - len % TAR_BLOCK as u64) % TAR_BLOCK as u64) as usize
 }
 
 /// Size of the writer's combining buffer: many small members per `write`.

@@ -22,9 +22,11 @@ use crate::error::{Error, Result};
 use crate::format::inode::Body;
 use crate::BLOCK_SIZE;
 
+pub mod compact;
 pub mod rekey;
 pub mod update;
 
+pub use compact::{compact, CompactOptions, CompactReport};
 pub use rekey::{rekey, RekeyOptions, RekeyReport};
 pub use update::{update, UpdateOptions, UpdateReport};
 

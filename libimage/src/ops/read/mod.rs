@@ -1,5 +1,7 @@
 //! Reading a snapshot's tree: names (decrypted with a key, or as no-key names
-//! without one), symlink targets, file data, and extraction to a directory.
+//! without one), symlink targets, file data; one file to a stream ([`cat`]),
+//! and extraction of the whole tree or chosen paths ([`select`]) to a
+//! directory or a pax tar stream ([`tar_out`]).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -12,6 +14,12 @@ use crate::progress::Progress;
 use crate::tree::write::{TreeWriter, WriteStats};
 use crate::BLOCK_SIZE;
 use fscrypt::{nokey_name, KeyId};
+
+pub mod cat;
+pub mod select;
+pub mod tar_out;
+
+pub use cat::cat;
 
 /// Read access to one snapshot with a set of keys (possibly none).
 pub struct TreeReader<'a> {
@@ -143,46 +151,92 @@ pub fn extract(
     as_root: bool,
     progress: &dyn Progress,
 ) -> Result<WriteStats> {
+    extract_paths(img, snapshot, keys, &[], dest, as_root, progress)
+}
+
+/// Resolves `paths` (all of the snapshot when empty) and refuses, before any
+/// output, unless every key the selection needs was given.
+fn prepare(r: &TreeReader<'_>, paths: &[Vec<u8>]) -> Result<Vec<select::Chain>> {
+    let sel = select::select(r, paths)?;
+    let needed = if paths.is_empty() {
+        r.needed()
+    } else {
+        select::keys_needed(r, &sel)?
+    };
+    r.keys.require(&needed)?;
+    Ok(sel)
+}
+
+/// Extracts the given paths of a snapshot (a directory means its subtree;
+/// all of it when `paths` is empty) into `dest` (absent or empty), with the
+/// directories above each path. Hard links within the selection stay links.
+/// Requires the keys the selection needs; refuses up front, naming them.
+pub fn extract_paths(
+    img: &Image,
+    snapshot: Option<&str>,
+    keys: &Keyring,
+    paths: &[Vec<u8>],
+    dest: &Path,
+    as_root: bool,
+    progress: &dyn Progress,
+) -> Result<WriteStats> {
     let snap = img.snapshot(snapshot)?;
     let r = TreeReader::new(img, snap, keys);
-    let needed = r.needed();
-    if needed.iter().any(|id| keys.get(id).is_none()) {
-        return Err(Error::WrongKey { given: keys.ids(), needed });
-    }
-    let mut w = TreeWriter::new(dest, as_root)?;
+    let sel = prepare(&r, paths)?;
+    let mut w = DirSink(TreeWriter::new(dest, as_root)?);
     progress.start("extract", None);
-    let mut first_path: std::collections::HashMap<u64, Vec<Vec<u8>>> = std::collections::HashMap::new();
-    // Iterative depth-first walk; validated metadata guarantees a tree.
-    let mut stack: Vec<(Vec<Vec<u8>>, u64)> = vec![(Vec::new(), snap.root)];
-    while let Some((path, dir)) = stack.pop() {
-        w.dir(&path, &r.inode(dir)?.meta())?;
-        for l in r.list(dir)? {
-            let mut p = path.clone();
-            p.push(l.name);
-            let i = l.inode;
-            if i.nlink > 1 && !i.is_dir() {
-                if let Some(first) = first_path.get(&i.ino) {
-                    w.hard_link(&p, first)?;
-                    continue;
-                }
-                first_path.insert(i.ino, p.clone());
-            }
-            match &i.body {
-                Body::Dir { .. } => stack.push((p, i.ino)),
-                Body::File { .. } => {
-                    let f = w.create_file(&p)?;
-                    r.read_file(i.ino, &mut |off, data| {
-                        f.write_all_at(data, off)
-                            .map_err(|e| Error::io(format!("writing {}", crate::ops::build::display_path(&p)), e))
-                    })?;
-                    w.finish_file(&p, f, i.size, &i.meta())?;
-                    progress.advance(1, i.size);
-                }
-                Body::Symlink { .. } => w.symlink(&p, &r.read_link(i.ino)?, &i.meta())?,
-                Body::Special => w.special(&p, &i.meta())?,
-            }
-        }
-    }
+    select::walk(&r, &sel, &mut w, progress)?;
     progress.finish();
-    w.finish()
+    w.0.finish()
+}
+
+/// `fsck-crypt extract IMAGE -`: writes the selection (as
+/// [`extract_paths`] chooses it) to `out` as a pax tar stream
+/// ([`tar_out`]). Returns the writer and what went in.
+pub fn extract_tar<W: std::io::Write>(
+    img: &Image,
+    snapshot: Option<&str>,
+    keys: &Keyring,
+    paths: &[Vec<u8>],
+    out: W,
+    progress: &dyn Progress,
+) -> Result<(W, WriteStats)> {
+    let snap = img.snapshot(snapshot)?;
+    let r = TreeReader::new(img, snap, keys);
+    let sel = prepare(&r, paths)?;
+    let mut sink = tar_out::TarSink::new(out);
+    progress.start("extract", None);
+    select::walk(&r, &sel, &mut sink, progress)?;
+    progress.finish();
+    sink.finish()
+}
+
+/// Puts the walk onto the local file system through a [`TreeWriter`].
+struct DirSink(TreeWriter);
+
+impl select::Sink for DirSink {
+    fn dir(&mut self, path: &[Vec<u8>], inode: &Inode) -> Result<()> {
+        self.0.dir(path, &inode.meta())
+    }
+
+    fn file(&mut self, r: &TreeReader<'_>, path: &[Vec<u8>], i: &Inode) -> Result<()> {
+        let f = self.0.create_file(path)?;
+        r.read_file(i.ino, &mut |off, data| {
+            f.write_all_at(data, off)
+                .map_err(|e| Error::io(format!("writing {}", crate::ops::build::display_path(path)), e))
+        })?;
+        self.0.finish_file(path, f, i.size, &i.meta())
+    }
+
+    fn hard_link(&mut self, path: &[Vec<u8>], first: &[Vec<u8>], _inode: &Inode) -> Result<()> {
+        self.0.hard_link(path, first)
+    }
+
+    fn symlink(&mut self, path: &[Vec<u8>], target: &[u8], inode: &Inode) -> Result<()> {
+        self.0.symlink(path, target, &inode.meta())
+    }
+
+    fn special(&mut self, path: &[Vec<u8>], inode: &Inode) -> Result<()> {
+        self.0.special(path, &inode.meta())
+    }
 }
