@@ -11,7 +11,7 @@
 #   BENCH_CORPUS_DIR  the tree (default /work/corpus/linux-6.1; created if missing)
 #   BENCH_DIR         tmpfs scratch (default: a new dir under /dev/shm, removed at exit)
 #   BENCH_DISK_DIR    on-disk scratch for the synced pair (default: a new dir under $ROOT/target)
-#   BENCH_PAIRS       interleaved pairs per comparison (default 5)
+#   BENCH_PAIRS       interleaved pairs per comparison (default 5; 1 with BENCH_SCALE=small)
 #   BENCH_ONLY        space-separated subset of: backup erofs ext4 fsck (default all)
 #   BENCH_BIN_DIR     take our binaries from here instead (e.g. an older build, for "before")
 source "$(dirname "$0")/lib.sh"
@@ -23,7 +23,7 @@ fi
 ensure_tools
 PATH=$PATH:/usr/sbin:/sbin
 TREE=$(bash "$ROOT/bench/corpus-linux.sh")
-PAIRS=${BENCH_PAIRS:-5}
+if [ "$BENCH_SCALE" = small ]; then PAIRS=${BENCH_PAIRS:-1}; else PAIRS=${BENCH_PAIRS:-5}; fi
 ONLY=${BENCH_ONLY:-backup erofs ext4 fsck}
 DISK=${BENCH_DISK_DIR:-}
 if [ -z "$DISK" ]; then
