@@ -16,7 +16,12 @@ use crate::sys::{c_path, lgetxattr, llistxattr, seek_data_or_hole};
 /// retrying when the value grows in between.
 fn fetch_sized(mut f: impl FnMut(&mut [u8]) -> io::Result<usize>) -> io::Result<Vec<u8>> {
     for _ in 0..8 {
-        let mut buf = vec![0u8; f(&mut [])?];
+        let n = f(&mut [])?;
+        if n == 0 {
+            // Nothing to fetch (most files have no xattrs): spare the second call.
+            return Ok(Vec::new());
+        }
+        let mut buf = vec![0u8; n];
         match f(&mut buf) {
             Ok(n) => {
                 buf.truncate(n);
@@ -83,11 +88,25 @@ pub fn walk_dir(root: &Path, sink: &mut dyn EntrySink) -> Result<()> {
         links: HashMap::new(),
         comps: Vec::new(),
     };
-    walker.visit(&root, &st)
+    walker.visit(&root, &st, None)
 }
 
 fn lstat(p: &Path) -> Result<fs::Metadata> {
     fs::symlink_metadata(p).map_err(|e| Error::io(format!("stat {}", p.display()), e))
+}
+
+/// Opens `p` (not following a symlink, not blocking on a FIFO) when it is a
+/// regular file, with the metadata of the open file: one `statx` on the
+/// descriptor instead of a path `lstat` plus an `fstat`. `None` (any error,
+/// or not a regular file any more) leaves the caller to `lstat` it.
+fn open_regular(p: &Path) -> Option<(fs::File, fs::Metadata)> {
+    let file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(p)
+        .ok()?;
+    let st = file.metadata().ok()?;
+    st.is_file().then_some((file, st))
 }
 
 pub(super) fn timespec(sec: i64, nsec: i64) -> Timespec {
@@ -111,7 +130,9 @@ struct Walker<'s> {
 }
 
 impl Walker<'_> {
-    fn visit(&mut self, path: &Path, st: &fs::Metadata) -> Result<()> {
+    /// Visits `path`, whose `lstat` is `st`; `opened` is the file already
+    /// open when `st` came from its descriptor ([`open_regular`]).
+    fn visit(&mut self, path: &Path, st: &fs::Metadata, opened: Option<fs::File>) -> Result<()> {
         let ft = st.file_type();
         let meta = Meta {
             mode: st.mode(),
@@ -152,30 +173,42 @@ impl Walker<'_> {
             let ctx = || format!("reading directory {}", path.display());
             let mut names = Vec::new();
             for de in fs::read_dir(path).map_err(|e| Error::io(ctx(), e))? {
-                names.push(de.map_err(|e| Error::io(ctx(), e))?.file_name().into_vec());
+                let de = de.map_err(|e| Error::io(ctx(), e))?;
+                // The entry's type (d_type, no syscall) says which to open at once.
+                let regular = de.file_type().is_ok_and(|t| t.is_file());
+                names.push((de.file_name().into_vec(), regular));
             }
             names.sort_unstable();
-            for name in names {
+            for (name, regular) in names {
                 let child = path.join(OsStr::from_bytes(&name));
-                let cst = lstat(&child)?;
+                let (cst, opened) = match regular.then(|| open_regular(&child)).flatten() {
+                    Some((f, st)) => (st, Some(f)),
+                    None => (lstat(&child)?, None),
+                };
                 self.comps.push(name);
-                let r = self.visit(&child, &cst);
+                let r = self.visit(&child, &cst, opened);
                 self.comps.pop();
                 r?;
             }
             Ok(())
         } else if ft.is_file() {
             let ctx = || format!("reading {}", path.display());
-            let file = fs::OpenOptions::new()
-                .read(true)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-                .open(path)
-                .map_err(|e| Error::io(ctx(), e))?;
-            let fst = file.metadata().map_err(|e| Error::io(ctx(), e))?;
-            if (fst.dev(), fst.ino()) != (st.dev(), st.ino()) || !fst.is_file() {
-                return Err(Error::io(ctx(), io::Error::other("file was replaced during the walk")));
-            }
-            let size = fst.len();
+            let (file, size) = match opened {
+                // `st` is this open file's own metadata.
+                Some(file) => (file, st.len()),
+                None => {
+                    let file = fs::OpenOptions::new()
+                        .read(true)
+                        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+                        .open(path)
+                        .map_err(|e| Error::io(ctx(), e))?;
+                    let fst = file.metadata().map_err(|e| Error::io(ctx(), e))?;
+                    if (fst.dev(), fst.ino()) != (st.dev(), st.ino()) || !fst.is_file() {
+                        return Err(Error::io(ctx(), io::Error::other("file was replaced during the walk")));
+                    }
+                    (file, fst.len())
+                }
+            };
             let mut content = SparseFile { file, pos: 0, size };
             let kind = SourceKind::File {
                 size,
