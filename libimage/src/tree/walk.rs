@@ -193,9 +193,9 @@ impl Walker<'_> {
             Ok(())
         } else if ft.is_file() {
             let ctx = || format!("reading {}", path.display());
-            let (file, size) = match opened {
+            let (file, size, blocks) = match opened {
                 // `st` is this open file's own metadata.
-                Some(file) => (file, st.len()),
+                Some(file) => (file, st.len(), st.blocks()),
                 None => {
                     let file = fs::OpenOptions::new()
                         .read(true)
@@ -206,10 +206,16 @@ impl Walker<'_> {
                     if (fst.dev(), fst.ino()) != (st.dev(), st.ino()) || !fst.is_file() {
                         return Err(Error::io(ctx(), io::Error::other("file was replaced during the walk")));
                     }
-                    (file, fst.len())
+                    (file, fst.len(), fst.blocks())
                 }
             };
-            let mut content = SparseFile { file, pos: 0, size };
+            let mut content = SparseFile {
+                file,
+                pos: 0,
+                size,
+                // Space allocated for the whole size: no hole worth asking for.
+                dense: blocks.saturating_mul(512) >= size,
+            };
             let kind = SourceKind::File {
                 size,
                 content: &mut content,
@@ -232,11 +238,16 @@ impl Walker<'_> {
 /// A regular file of the source tree, read up to the size it had when the
 /// walk reached it. Its holes are found with `SEEK_DATA`/`SEEK_HOLE`, so a
 /// sparse file costs only its data: a 64 GiB file with one written block is
-/// one block to read.
+/// one block to read. A file with as many bytes allocated as its size
+/// (`st_blocks`, as GNU tar's sparse test) is read without asking: a hole it
+/// might still have (space preallocated past its end) reads as zeros, which
+/// the builder turns into holes all the same, at the cost of reading
+/// allocated space only.
 struct SparseFile {
     file: fs::File,
     pos: u64,
     size: u64,
+    dense: bool,
 }
 
 impl io::Read for SparseFile {
@@ -258,6 +269,9 @@ impl FileData for SparseFile {
     fn run(&mut self) -> io::Result<Run> {
         if self.pos >= self.size {
             return Ok(Run::Hole { end: self.size });
+        }
+        if self.dense {
+            return Ok(Run::Data { end: self.size });
         }
         match seek_data_or_hole(&self.file, self.pos, true)? {
             None => Ok(Run::Hole { end: self.size }),
