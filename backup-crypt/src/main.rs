@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use cryptimg_cli::quote::QuotingStyle;
-use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
+use cryptimg_cli::{exit, flag_hint, load_keys, main_with, parse_args, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
 use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 
@@ -143,7 +143,12 @@ fn restore(input: PathBuf, image: PathBuf, snapshot: Option<String>, bases: Vec<
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
     let mut r = open_input(&input)?;
-    let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar)?;
+    let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar).map_err(|e| {
+        flag_hint(
+            e,
+            "name every base backup of the chain with --base, and a new snapshot name with --snapshot",
+        )
+    })?;
     if json {
         println!("{}", serde_json::to_string_pretty(&report)?);
     } else if !quiet {
@@ -193,7 +198,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
 
 fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
     let mut r = open_input(&input)?;
-    let rep = backup::verify_backup(&mut r, &bases)?;
+    let rep = backup::verify_backup(&mut r, &bases).map_err(|e| flag_hint(e, "name every base backup of the chain with --base"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
         return Ok(exit::OK);

@@ -29,15 +29,47 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
 
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
-    match e.downcast_ref::<libimage::Error>() {
-        Some(le) => exit::for_error(le),
-        None => exit::OPERATIONAL,
+    match (e.downcast_ref::<libimage::Error>(), e.downcast_ref::<FlagHint>()) {
+        (Some(le), _) | (None, Some(FlagHint { error: le, .. })) => exit::for_error(le),
+        _ => exit::OPERATIONAL,
+    }
+}
+
+/// A library error with a hint naming the command-line flag that addresses
+/// it: libimage's messages name no flags, the binaries add them.
+#[derive(Debug)]
+pub struct FlagHint {
+    pub error: libimage::Error,
+    pub hint: &'static str,
+}
+
+impl std::fmt::Display for FlagHint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.error.fmt(f)
+    }
+}
+
+impl std::error::Error for FlagHint {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.error.source()
+    }
+}
+
+/// Adds `hint` (naming this command's flags) to a refused request
+/// ([`libimage::Error::Invalid`]); other errors pass unchanged.
+pub fn flag_hint(e: libimage::Error, hint: &'static str) -> anyhow::Error {
+    match e {
+        libimage::Error::Invalid(_) => anyhow::Error::new(FlagHint { error: e, hint }),
+        other => anyhow::Error::new(other),
     }
 }
 
 /// Prints an error with its hint on stderr.
 pub fn report_error(tool: &str, e: &anyhow::Error) {
     eprintln!("{tool}: error: {e:#}");
+    if let Some(h) = e.downcast_ref::<FlagHint>() {
+        eprintln!("{tool}: hint: {}", h.hint);
+    }
     if let Some(le) = e.downcast_ref::<libimage::Error>() {
         eprintln!("{tool}: hint: {}", le.hint());
         if matches!(le, libimage::Error::Corrupt { at, .. } if at.what.contains("metadata")) {
@@ -230,4 +262,25 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(mul))
         .ok_or_else(|| format!("invalid size {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flag_hints_keep_the_exit_code_and_pipes_are_quiet() {
+        let e = flag_hint(libimage::Error::Invalid("refused".into()), "use --flag");
+        assert_eq!(exit_code(&e), exit::OPERATIONAL);
+        assert_eq!(e.downcast_ref::<FlagHint>().map(|h| h.hint), Some("use --flag"));
+        let c = flag_hint(
+            libimage::Error::corrupt(libimage::error::CorruptKind::BadMagic, "superblock", Some(0)),
+            "unused",
+        );
+        assert_eq!(exit_code(&c), exit::CORRUPT);
+        assert!(c.downcast_ref::<FlagHint>().is_none());
+        let p = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
+        assert!(is_broken_pipe(&p));
+        assert!(!is_broken_pipe(&e));
+    }
 }

@@ -130,7 +130,9 @@ fn ls(
     let style = QuotingStyle::or_default(style);
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
-    let snap = img.snapshot(snapshot.as_deref())?;
+    let snap = img
+        .snapshot(snapshot.as_deref())
+        .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot"))?;
     let r = TreeReader::new(&img, snap, &keys);
     let ino = r.lookup(path.as_deref().unwrap_or("").as_bytes())?;
     let mut out = std::io::stdout().lock();
@@ -265,11 +267,13 @@ fn extract(
     let bar = Bar::new(no_progress);
     let (st, to) = if to_tar {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let (_, st) = libimage::ops::read::extract_tar(&img, snapshot.as_deref(), &keys, &paths, out, &bar)?;
+        let (_, st) = libimage::ops::read::extract_tar(&img, snapshot.as_deref(), &keys, &paths, out, &bar)
+            .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot"))?;
         (st, "standard output (pax tar)".to_string())
     } else {
         let as_root = libimage::tree::write::running_as_root();
-        let st = libimage::ops::read::extract_paths(&img, snapshot.as_deref(), &keys, &paths, &dest, as_root, &bar)?;
+        let st = libimage::ops::read::extract_paths(&img, snapshot.as_deref(), &keys, &paths, &dest, as_root, &bar)
+            .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot; DEST must be new or an empty directory"))?;
         (st, dest.display().to_string())
     };
     if st.skipped > 0 && !to_tar {

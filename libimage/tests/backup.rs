@@ -206,7 +206,10 @@ fn incremental_stores_only_changed_extents() {
     // Without the base: a clear error, and no image.
     let dst2 = t.path().join("nobase.img");
     let e = restore(&inc, &dst2, None, &[]).unwrap_err().to_string();
-    assert!(e.contains("incremental backup of base backup") && e.contains("--base"), "{e}");
+    assert!(
+        e.contains("incremental backup of base backup") && e.contains("supply it and its own bases"),
+        "{e}"
+    );
     assert!(!dst2.exists());
     // With a wrong base: also clear.
     let other = t.path().join("other.img");

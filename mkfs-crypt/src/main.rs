@@ -279,7 +279,8 @@ fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
 
 fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
     let mut img = open_rw(&a.image)?;
-    let r = lifecycle::snapshot(&mut img, &a.from, &a.name, commit_time()?)?;
+    let r = lifecycle::snapshot(&mut img, &a.from, &a.name, commit_time()?)
+        .map_err(|e| cryptimg_cli::flag_hint(e, "choose another --name, or delete the existing snapshot first"))?;
     if a.out.json {
         print_json(&r)?;
     } else if !a.out.quiet {

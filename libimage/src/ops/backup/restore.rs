@@ -254,7 +254,7 @@ impl Sink for RestoreSink<'_> {
             if !self.bases.has_backup(base) && (!self.bases.is_empty() || matches!(self.target, Target::New { .. })) {
                 let given: Vec<&str> = self.bases.manifests.iter().map(|b| b.backup_id.as_str()).collect();
                 return Err(Error::Invalid(format!(
-                    "this is an incremental backup of base backup {base}, which was not given: pass it (and its own bases) with --base{}",
+                    "this is an incremental backup of base backup {base}, which was not given: supply it and its own bases{}",
                     if given.is_empty() {
                         String::new()
                     } else {
@@ -354,7 +354,7 @@ impl Sink for RestoreSink<'_> {
             return Err(member_err(
                 m,
                 format!(
-                    "extent blocks {}..{} of context {} are in a base backup that was not given (this backup's base is {}); pass the whole chain with --base",
+                    "extent blocks {}..{} of context {} are in a base backup that was not given (this backup's base is {}); supply the whole chain of bases",
                     it.off,
                     it.off + it.count,
                     hex::encode(it.ext.ctx),

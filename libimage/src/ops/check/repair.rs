@@ -312,7 +312,7 @@ fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i6
     }
     let Some(rkey) = keys.get(&rctx.key) else {
         o.not_repaired.push(left(format!(
-            "naming /lost+found needs the root directory's key {}; pass it with --key-file",
+            "naming /lost+found needs the root directory's key {}; give that key to the repair",
             rctx.key
         )));
         return Ok(moved);
@@ -355,7 +355,7 @@ fn lost_and_found(snap: &mut Snapshot, keys: &Keyring, orphans: &[u64], time: i6
     };
     let Some(lkey) = keys.get(&lf_ctx.key) else {
         o.not_repaired.push(left(format!(
-            "/lost+found is encrypted under key {}; pass it with --key-file",
+            "/lost+found is encrypted under key {}; give that key to the repair",
             lf_ctx.key
         )));
         return Ok(moved);
