@@ -326,6 +326,10 @@ pub struct Image {
     /// [`BlockIo::writes`] at the last successful commit (or the opening):
     /// more means blocks were written that no commit references yet.
     committed_writes: u64,
+    /// The file's length when it was opened: a failed session never cuts
+    /// the file below it (a rollback that fails must not cut off the newer,
+    /// damaged generation it was abandoning).
+    opened_len: u64,
     /// The image's lock (`engine::lock`): exclusive for writers, shared for
     /// readers; `None` for a new image nobody else can see yet.
     _lock: Option<LockGuard>,
@@ -364,16 +368,17 @@ fn open_locked(path: &Path, access: Access) -> Result<(File, LockGuard)> {
 impl Drop for Image {
     /// A write session that ends without committing its last writes (an
     /// error such as a full disk, or the caller giving up) may have grown the
-    /// file past the committed image: cut it back, so the file is exactly the
+    /// file past the committed image: cut it back to the committed size (or
+    /// the length it had when opened, if longer), so the file is the
     /// committed image again. Blocks inside the committed size that the
     /// session wrote are free in the committed state and harmless.
     fn drop(&mut self) {
         if self.access != Access::ReadWrite || self._lock.is_none() || self.io.writes == self.committed_writes {
             return;
         }
-        let committed = self.sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
-        if committed > 0 && self.io.file.metadata().is_ok_and(|m| m.len() > committed) {
-            let _ = self.io.file.set_len(committed);
+        let keep = self.sb.total_blocks.saturating_mul(BLOCK_SIZE as u64).max(self.opened_len);
+        if keep > 0 && self.io.file.metadata().is_ok_and(|m| m.len() > keep) {
+            let _ = self.io.file.set_len(keep);
             let _ = self.io.file.sync_all();
         }
     }
@@ -459,6 +464,7 @@ impl Image {
             access,
             poisoned: false,
             committed_writes: 0,
+            opened_len: flen,
             _lock: Some(lock),
             space: match at {
                 None => Default::default(),
@@ -501,6 +507,7 @@ impl Image {
             access: Access::ReadWrite,
             poisoned: false,
             committed_writes: 0,
+            opened_len: 0,
             _lock: None,
             space: Default::default(),
         })
