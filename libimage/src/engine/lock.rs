@@ -94,7 +94,12 @@ pub fn lock(file: &File, path: &Path, mode: LockMode) -> Result<LockGuard> {
     let map = held.get_or_insert_with(HashMap::new);
     if let Some(h) = map.get_mut(&key) {
         if mode == LockMode::Exclusive && !h.exclusive {
-            acquire(&h.file, path, key, LockMode::Exclusive)?;
+            if let Err(e) = acquire(&h.file, path, key, LockMode::Exclusive) {
+                // flock(2) may drop the shared lock while converting it:
+                // take it back for the guards still holding it.
+                let _ = h.file.try_lock_shared();
+                return Err(e);
+            }
             h.exclusive = true;
         }
         h.users += 1;
