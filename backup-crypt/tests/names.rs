@@ -49,3 +49,28 @@ fn list_escapes_real_names_and_json_keeps_bytes() {
     use base64::Engine as _;
     assert_eq!(base64::engine::general_purpose::STANDARD.decode(b64).unwrap(), b"./latin1-\xe9");
 }
+
+/// `list` into a closed pipe ends quietly by SIGPIPE (no "Broken pipe" error, exit 8).
+#[test]
+fn list_into_a_closed_pipe_is_quiet() {
+    use std::io::Read;
+    use std::os::unix::process::ExitStatusExt;
+    let me = env!("CARGO_BIN_EXE_backup-crypt");
+    let t = tempfile::tempdir().unwrap();
+    let img = t.path().join("img");
+    testkit::backup::synth_image(&img, 9, false).unwrap();
+    let tar = t.path().join("b.tar");
+    run(Path::new(me), &["create", s(&img), "-o", s(&tar), "-q"]);
+    let mut c = Command::new(me)
+        .args(["list", s(&tar)])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(c.stdout.take());
+    let mut err = String::new();
+    c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+    let st = c.wait().unwrap();
+    assert_eq!(st.signal(), Some(13), "{st:?}: {err}");
+    assert_eq!(err, "");
+}
