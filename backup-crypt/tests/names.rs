@@ -61,13 +61,15 @@ fn list_into_a_closed_pipe_is_quiet() {
     testkit::backup::synth_image(&img, 9, false).unwrap();
     let tar = t.path().join("b.tar");
     run(Path::new(me), &["create", s(&img), "-o", s(&tar), "-q"]);
+    // The reader is gone before `list` starts: its first write meets a closed pipe.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
     let mut c = Command::new(me)
         .args(["list", s(&tar)])
-        .stdout(std::process::Stdio::piped())
+        .stdout(writer)
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
-    drop(c.stdout.take());
     let mut err = String::new();
     c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
     let st = c.wait().unwrap();

@@ -261,8 +261,11 @@ fn closed_stdout_ends_quietly() {
         ("mkfs-crypt", vec!["--help"]),
     ];
     for (tool, args) in runs {
-        let mut c = cmd(tool, &args).spawn().unwrap();
-        drop(c.stdout.take()); // the reader is gone before anything is written
+        // A pipe whose reader is gone before the command starts: its first
+        // write to standard output meets a closed pipe, whatever the timing.
+        let (reader, writer) = std::io::pipe().unwrap();
+        drop(reader);
+        let mut c = cmd(tool, &args).stdout(writer).spawn().unwrap();
         let mut err = String::new();
         c.stderr.take().unwrap().read_to_string(&mut err).unwrap();
         let st = c.wait().unwrap();
