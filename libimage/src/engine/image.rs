@@ -563,15 +563,6 @@ impl Image {
             .collect();
         self.free = FreeMap::from_used(total, self.free.max, used);
     }
-    /// Stops keeping the previous generation's metadata region out of this
-    /// session's allocations (see `reserved_older`): for `compact`, which
-    /// must be free to move extents anywhere below the end.
-    pub fn release_older_generation(&mut self) {
-        if let Some((s, l)) = self.reserved_older.take() {
-            self.free.release(s, l);
-        }
-    }
-
     /// The last committed superblock.
     pub fn superblock(&self) -> &Superblock {
         &self.sb

@@ -87,9 +87,6 @@ pub fn compact(img: &mut Image, opts: &CompactOptions, progress: &dyn Progress) 
     };
     (r.file_bytes_before, r.disk_bytes_before) = file_sizes(img)?;
     progress.start("compact", None);
-    // Compaction rewrites the layout: it gives up keeping the previous
-    // generation's metadata region for a rollback, so extents may move there.
-    img.release_older_generation();
     // Moves refill most free ranges and the truncation drops the rest, so
     // holes are punched only by the shrinking commits, for what is left.
     img.defer_punching(true);
