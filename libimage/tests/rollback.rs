@@ -123,39 +123,3 @@ fn no_rollback_when_the_older_generation_was_overwritten() {
     );
     assert_eq!(fs::read(&p).unwrap(), before, "a refused rollback wrote to the image");
 }
-
-/// A write session that fails before its commit (here: the metadata write)
-/// does not overwrite the previous generation's metadata region, so the
-/// rollback still works afterwards.
-#[test]
-fn rollback_survives_a_failed_session_after_the_newest_commit() {
-    let d = tempfile::tempdir().unwrap();
-    let (p, meta) = two_generations(d.path());
-    let t3 = d.path().join("t3");
-    fs::create_dir_all(&t3).unwrap();
-    // One block: it fits the first free range, the old metadata region.
-    fs::write(t3.join("third"), vec![3u8; 3000]).unwrap();
-    let mut img = Image::open(&p, Access::ReadWrite).unwrap();
-    let w0 = img.writes();
-    // The data extent is written, the metadata write fails.
-    img.set_fail_after(Some(w0 + 2));
-    let keys = Keyring::new(vec![key()]);
-    let uo = UpdateOptions {
-        delete_missing: false,
-        rewrite_all: false,
-        time: 1_700_000_100,
-    };
-    let e = update(&mut img, "main", Source::Dir(&t3), &keys, &uo, &Quiet).unwrap_err();
-    assert!(matches!(e, libimage::Error::InjectedFault { .. }), "{e}");
-    assert!(img.writes() > w0, "the failed session wrote data blocks");
-    drop(img);
-    damage(&p, meta, 100);
-    let r = check(&p, &Keyring::new(vec![key()]), &repair_opts(), &Quiet).unwrap();
-    assert_eq!(r.exit_code, 1, "{:?} {:#?}", r.not_repaired, r.findings);
-    assert!(
-        r.repairs[0].action.contains("rolled back to generation 2"),
-        "{}",
-        r.repairs[0].action
-    );
-    assert_eq!(names(&p), vec!["old".to_string()]);
-}

@@ -330,9 +330,6 @@ pub struct Image {
     /// the file below it (a rollback that fails must not cut off the newer,
     /// damaged generation it was abandoning).
     opened_len: u64,
-    /// The previous generation's metadata region, kept unallocated until
-    /// this session's first commit.
-    reserved_older: Option<(u64, u64)>,
     /// The image's lock (`engine::lock`): exclusive for writers, shared for
     /// readers; `None` for a new image nobody else can see yet.
     _lock: Option<LockGuard>,
@@ -366,20 +363,6 @@ fn open_locked(path: &Path, access: Access) -> Result<(File, LockGuard)> {
             return Ok((file, guard));
         }
     }
-}
-
-/// The metadata region of the other slot's generation, when it is an older
-/// generation of this image whose region lies inside the image and overlaps
-/// nothing `used` by the newest one.
-fn older_region(slots: &[Result<Superblock>; 2], sb: &Superblock, used: &[(u64, u64)]) -> Option<(u64, u64)> {
-    let o = slots
-        .iter()
-        .filter_map(|s| s.as_ref().ok())
-        .find(|o| o.uuid == sb.uuid && o.generation < sb.generation)?;
-    let (s, l) = (o.meta_start, o.meta_blocks);
-    let end = s.checked_add(l)?;
-    let clear = l > 0 && s >= 2 && end <= sb.total_blocks && used.iter().all(|&(us, ul)| us.saturating_add(ul) <= s || end <= us);
-    clear.then_some((s, l))
 }
 
 impl Drop for Image {
@@ -433,13 +416,15 @@ impl Image {
 
     fn open_at(path: &Path, access: Access, at: Option<&Superblock>) -> Result<(Image, Vec<Finding>)> {
         let (file, lock) = open_locked(path, access)?;
-        let slots = read_slots(&file);
         let sb = match at {
-            None => newest(&slots)?,
-            Some(want) => match slots.iter().filter_map(|s| s.as_ref().ok()).find(|s| *s == want) {
-                Some(s) => s.clone(),
-                None => return Err(Error::Invalid("the image changed while it was being opened; try again".into())),
-            },
+            None => newest(&read_slots(&file))?,
+            Some(want) => {
+                let slots = read_slots(&file);
+                match slots.iter().filter_map(|s| s.as_ref().ok()).find(|s| *s == want) {
+                    Some(s) => s.clone(),
+                    None => return Err(Error::Invalid("the image changed while it was being opened; try again".into())),
+                }
+            }
         };
         let flen = file.metadata().map_err(|e| Error::io("stat of the image", e))?.len();
         let need = sb.total_blocks.saturating_mul(BLOCK_SIZE as u64);
@@ -468,15 +453,6 @@ impl Image {
         let findings = check_metadata(&meta, geo);
         let mut used = meta.alloc_from_extents();
         used.push((sb.meta_start, sb.meta_blocks));
-        // Keep the previous generation's metadata region out of this
-        // session's allocations until its first commit (which replaces that
-        // generation's slot): a session that fails before committing then
-        // leaves it intact for a rollback (FORMAT.md §8, "Rolling back").
-        let reserved_older = match access {
-            Access::ReadWrite if at.is_none() => older_region(&slots, &sb, &used),
-            _ => None,
-        };
-        used.extend(reserved_older);
         let free = FreeMap::from_used(sb.total_blocks, sb.max_blocks, used);
         let img = Image {
             path: path.to_path_buf(),
@@ -489,7 +465,6 @@ impl Image {
             poisoned: false,
             committed_writes: 0,
             opened_len: flen,
-            reserved_older,
             _lock: Some(lock),
             space: match at {
                 None => Default::default(),
@@ -533,7 +508,6 @@ impl Image {
             poisoned: false,
             committed_writes: 0,
             opened_len: 0,
-            reserved_older: None,
             _lock: None,
             space: Default::default(),
         })
@@ -554,7 +528,6 @@ impl Image {
         let mut used = self.meta.alloc_from_extents();
         used.extend_from_slice(&self.meta.alloc);
         used.push((self.sb.meta_start, self.sb.meta_blocks));
-        used.extend(self.reserved_older);
         // Clipped to the image: damaged records may name blocks past its end.
         let used = used
             .into_iter()
@@ -840,10 +813,6 @@ impl Image {
         for (s, l) in std::mem::take(&mut self.pending_free) {
             self.free.release(s, l);
             self.space.note_released(s, l);
-        }
-        // That generation's slot now holds this commit: its region is free.
-        if let Some((s, l)) = self.reserved_older.take() {
-            self.free.release(s, l);
         }
         self.sb = sb;
         self.committed_writes = self.io.writes;
