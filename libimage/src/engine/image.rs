@@ -21,6 +21,7 @@ use crate::error::{CorruptKind, Error, Result};
 use crate::finding::{Finding, Severity};
 use crate::format::bytes::crc32c;
 use crate::format::extent::Extent;
+use crate::format::inode::MapEntry;
 use crate::format::meta::Metadata;
 use crate::format::metablock;
 use crate::format::metadecode::Stream;
@@ -649,6 +650,20 @@ impl Image {
         let mut buf = self.read_blocks(e.start + u64::from(offset), u64::from(count))?;
         key.extent_key(&e.ctx.nonce).decrypt_units(u64::from(offset), BLOCK_SIZE, &mut buf);
         Ok(buf)
+    }
+
+    /// Reads and decrypts the blocks one file-map entry covers into `buf`
+    /// (reused across calls), on all cores, with the key its extent names;
+    /// [`Error::WrongKey`] when `keys` lacks it.
+    pub fn read_mapped_plain(&self, keys: &Keyring, m: &MapEntry, buf: &mut Vec<u8>) -> Result<()> {
+        let e = self.extent(m.extent)?;
+        let key = keys.get(&e.ctx.key).ok_or_else(|| Error::WrongKey {
+            given: keys.ids(),
+            needed: vec![e.ctx.key],
+        })?;
+        self.read_blocks_into(e.start + u64::from(m.offset), u64::from(m.blocks), buf)?;
+        decrypt_parallel(&key.extent_key(&e.ctx.nonce), u64::from(m.offset), buf);
+        Ok(())
     }
 
     /// Allocates `n` blocks free in the committed state and lying entirely

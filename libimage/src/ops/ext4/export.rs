@@ -9,7 +9,7 @@ use std::io::{self, Read};
 use std::path::Path;
 
 use super::size::{Estimate, Kind};
-use crate::engine::image::{decrypt_parallel, Access, Image, Keyring};
+use crate::engine::image::{Access, Image, Keyring};
 use crate::error::{Error, Result};
 use crate::format::inode::{Body, MapEntry};
 use crate::ops::read::TreeReader;
@@ -181,14 +181,7 @@ impl ExtentReader<'_> {
     }
 
     fn load(&mut self, m: &MapEntry) -> Result<()> {
-        let e = self.img.extent(m.extent)?;
-        let key = self.keys.get(&e.ctx.key).ok_or_else(|| Error::WrongKey {
-            given: self.keys.ids(),
-            needed: vec![e.ctx.key],
-        })?;
-        self.img
-            .read_blocks_into(e.start + u64::from(m.offset), u64::from(m.blocks), &mut self.buf)?;
-        decrypt_parallel(&key.extent_key(&e.ctx.nonce), u64::from(m.offset), &mut self.buf);
+        self.img.read_mapped_plain(self.keys, m, &mut self.buf)?;
         self.buf_start = m.lblk * BLOCK_SIZE as u64;
         Ok(())
     }

@@ -120,14 +120,7 @@ impl<'a> TreeReader<'a> {
         };
         let mut buf = Vec::new();
         for m in map {
-            let e = self.img.extent(m.extent)?;
-            let key = self.keys.get(&e.ctx.key).ok_or_else(|| Error::WrongKey {
-                given: self.keys.ids(),
-                needed: vec![e.ctx.key],
-            })?;
-            self.img
-                .read_blocks_into(e.start + u64::from(m.offset), u64::from(m.blocks), &mut buf)?;
-            crate::engine::image::decrypt_parallel(&key.extent_key(&e.ctx.nonce), u64::from(m.offset), &mut buf);
+            self.img.read_mapped_plain(self.keys, m, &mut buf)?;
             let off = m.lblk * BLOCK_SIZE as u64;
             let len = (i.size.saturating_sub(off)).min(buf.len() as u64) as usize;
             f(off, &buf[..len])?;
