@@ -1,6 +1,8 @@
 //! backup-crypt: ciphertext-only backup and restore of cryptimg images.
 //! Flags and output only; the work is done in `libimage::ops::backup`.
 
+mod ext4;
+
 use std::io::{Read, Write};
 use std::path::PathBuf;
 
@@ -62,6 +64,9 @@ enum Cmd {
         /// Base backup of an incremental archive (repeat for the whole chain).
         #[arg(long = "base")]
         bases: Vec<PathBuf>,
+        /// ext4 archives: size of the new image in bytes (default: the source's).
+        #[arg(long)]
+        size: Option<u64>,
         #[command(flatten)]
         out: OutputArgs,
     },
@@ -100,6 +105,9 @@ fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
 }
 
 fn create(image: PathBuf, output: PathBuf, snapshot: Option<String>, since: Option<PathBuf>, out: OutputArgs) -> anyhow::Result<i32> {
+    if ext4::is_ext4_image(&image) {
+        return ext4::create(&image, &output, since, out.quiet);
+    }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
     let opts = BackupOptions { snapshot, since };
@@ -139,10 +147,20 @@ fn create(image: PathBuf, output: PathBuf, snapshot: Option<String>, since: Opti
     Ok(exit::OK)
 }
 
-fn restore(input: PathBuf, image: PathBuf, snapshot: Option<String>, bases: Vec<PathBuf>, out: OutputArgs) -> anyhow::Result<i32> {
+fn restore(
+    input: PathBuf,
+    image: PathBuf,
+    snapshot: Option<String>,
+    bases: Vec<PathBuf>,
+    size: Option<u64>,
+    out: OutputArgs,
+) -> anyhow::Result<i32> {
+    let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
+    if is_ext4 {
+        return ext4::restore(r, &image, size, out.quiet);
+    }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
-    let mut r = open_input(&input)?;
     let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar).map_err(|e| {
         flag_hint(
             e,
@@ -167,7 +185,10 @@ fn restore(input: PathBuf, image: PathBuf, snapshot: Option<String>, bases: Vec<
 
 fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<QuotingStyle>) -> anyhow::Result<i32> {
     let keys = load_keys(&key_file)?;
-    let mut r = open_input(&input)?;
+    let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
+    if is_ext4 {
+        return ext4::list(r);
+    }
     let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
     let mut out = std::io::stdout().lock();
     if json {
@@ -197,7 +218,10 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
 }
 
 fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
-    let mut r = open_input(&input)?;
+    let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
+    if is_ext4 {
+        return ext4::verify(r);
+    }
     let rep = backup::verify_backup(&mut r, &bases).map_err(|e| flag_hint(e, "name every base backup of the chain with --base"))?;
     if json {
         println!("{}", serde_json::to_string_pretty(&rep)?);
@@ -242,8 +266,9 @@ fn main() {
             image,
             snapshot,
             bases,
+            size,
             out,
-        } => restore(input, image, snapshot, bases, out),
+        } => restore(input, image, snapshot, bases, size, out),
         Cmd::List {
             input,
             json,

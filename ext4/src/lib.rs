@@ -25,6 +25,7 @@ pub mod group_desc;
 pub mod htree;
 pub mod inode;
 pub mod journal;
+pub mod read;
 pub mod superblock;
 pub mod writer;
 pub mod xattr;

@@ -93,6 +93,12 @@ codes! {
     SymlinkDecrypt = "E_SYMLINK_DECRYPT", Error, "a symlink target does not decrypt to a valid target";
     DataCrc = "E_DATA_CRC", Error, "an extent's ciphertext fails its crc32c (data scrub)";
     DataRead = "E_DATA_READ", Error, "an extent's ciphertext could not be read (data scrub)";
+    Ext4Structure = "E_EXT4_STRUCTURE", Error, "ext4: the walk stopped on corrupt metadata (run e2fsck)";
+    Ext4FlagWithoutContext = "E_EXT4_FLAG_WITHOUT_CONTEXT", Error, "ext4: ENCRYPT_FL is set but the inode has no fscrypt context";
+    Ext4ContextWithoutFlag = "E_EXT4_CONTEXT_WITHOUT_FLAG", Error, "ext4: the inode has an fscrypt context but ENCRYPT_FL is clear";
+    Ext4Unencrypted = "E_EXT4_UNENCRYPTED_IN_ENCRYPTED", Error, "ext4: a file, directory or symlink without a context inside an encrypted directory";
+    Ext4PolicyMismatch = "E_EXT4_POLICY_MISMATCH", Error, "ext4: a context whose key, modes or flags differ from its directory's";
+    Ext4NonceReused = "W_EXT4_NONCE_REUSED", Warning, "ext4: two inodes carry the same fscrypt nonce";
 }
 
 impl std::fmt::Display for Code {

@@ -15,6 +15,7 @@
 
 mod finish;
 pub mod layout;
+mod raw;
 
 use std::fs::File;
 use std::io::{self, Read};

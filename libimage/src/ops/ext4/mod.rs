@@ -12,6 +12,16 @@
 mod export;
 mod size;
 
+pub mod archive;
+pub mod backup;
+pub mod check;
+pub mod extract;
+#[doc(hidden)]
+pub mod hostile;
+pub mod list;
+pub mod reader;
+pub mod restore;
+
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::Read;

@@ -1,0 +1,81 @@
+//! Already-encrypted regular files, for a keyless restore (Ts'o's design:
+//! the ciphertext, context, encrypted name and size are kept exactly).
+//!
+//! [`Writer::file_raw`] takes the file's ciphertext blocks as they were on
+//! the source (data unit = block, XTS tweak = logical block number, so they
+//! stay valid at any physical location), places them at the same logical
+//! blocks, leaves the rest as holes, and stores the context as given. Names
+//! are passed as on-disk (ciphertext) bytes to the existing entry points.
+
+use std::io::Read;
+
+use super::{Attrs, Body, Node, Writer};
+use crate::extent::{Extent, MAX_LEN};
+use crate::inode::{S_IFMT, S_IFREG};
+use crate::{Error, Result, BLOCK_SIZE, BLOCK_SIZE_U64};
+
+impl Writer {
+    /// Creates a regular file of `size` bytes whose blocks `runs` (logical
+    /// (first, count), increasing, non-overlapping, inside `size`) are read,
+    /// in order, from `data` and written as they are; `ctx` is stored as the
+    /// fscrypt context when given.
+    #[allow(clippy::too_many_arguments)]
+    pub fn file_raw(
+        &mut self,
+        parent: u32,
+        name: &[u8],
+        mut attrs: Attrs,
+        ctx: Option<[u8; 40]>,
+        size: u64,
+        runs: &[(u64, u64)],
+        data: &mut dyn Read,
+    ) -> Result<u32> {
+        attrs.mode = S_IFREG | (attrs.mode & !S_IFMT);
+        let max = size.div_ceil(BLOCK_SIZE_U64);
+        if max > u64::from(u32::MAX) {
+            return Err(Error::Invalid(format!(
+                "a file of {size} bytes is larger than ext4 allows (16 TiB)"
+            )));
+        }
+        let mut extents: Vec<Extent> = Vec::new();
+        let mut nblocks = 0u64;
+        let mut next = 0u64;
+        let mut b = vec![0u8; BLOCK_SIZE];
+        for &(first, count) in runs {
+            let end = first.checked_add(count).filter(|&e| first >= next && e <= max && count > 0);
+            let Some(end) = end else {
+                return Err(Error::Invalid(format!(
+                    "block run {first}+{count} overlaps or lies outside a {size}-byte file"
+                )));
+            };
+            next = end;
+            for lblk in first..end {
+                data.read_exact(&mut b)
+                    .map_err(|e| Error::io(format!("reading ciphertext block {lblk}"), e))?;
+                let pblk = self.alloc.one("file data")?;
+                self.put_block(pblk, &b)?;
+                nblocks += 1;
+                let lblk = lblk as u32;
+                match extents.last_mut() {
+                    Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
+                    _ => extents.push(Extent { lblk, len: 1, pblk }),
+                }
+            }
+        }
+        let ino = self.new_ino(Node {
+            attrs,
+            ctx,
+            size,
+            links: 0,
+            iblock: [0; 60],
+            body: Body::File {
+                extents,
+                data_blocks: nblocks,
+            },
+        })?;
+        self.add_entry(parent, name, ino)?;
+        self.stats.files += 1;
+        self.stats.bytes += size;
+        Ok(ino)
+    }
+}

@@ -1,0 +1,202 @@
+//! `backup-crypt restore` of an ext4 backup (docs/BACKUP.md §11) into a new
+//! ext4 image, keyless: every encrypted file gets back its context, its
+//! encrypted name, its size and its ciphertext blocks at the same logical
+//! blocks, through [`ext4fs::writer::Writer::file_raw`]. The image is
+//! written to a temporary file and renamed into place when complete.
+
+use std::collections::HashMap;
+use std::io::Read;
+use std::path::Path;
+
+use ext4fs::inode::Time;
+use ext4fs::writer::{Attrs, Options, Writer};
+use ext4fs::xattr::Xattr;
+use ext4fs::ROOT_INO;
+
+use super::archive::{read_archive, Ext4Manifest, Ext4Sink, Kind, Member};
+use crate::engine::atomic::AtomicFile;
+use crate::error::{Error, Result};
+use crate::ops::backup::format::parse_hex_exact;
+
+/// Options of [`restore`].
+#[derive(Clone, Debug, Default)]
+pub struct Ext4RestoreOptions {
+    /// Image size in bytes (multiple of 4096); default: the source's.
+    pub size: Option<u64>,
+    /// Replace an existing IMAGE.
+    pub force: bool,
+}
+
+/// What a restore wrote.
+#[derive(Clone, Debug, Default)]
+pub struct Ext4RestoreReport {
+    pub members: u64,
+    pub files: u64,
+    pub blocks: u64,
+}
+
+fn werr(e: ext4fs::Error) -> Error {
+    match e {
+        ext4fs::Error::Io { context, source } => Error::Io { context, source },
+        other => Error::Invalid(other.to_string()),
+    }
+}
+
+struct Restorer<'a> {
+    dest: &'a Path,
+    opts: &'a Ext4RestoreOptions,
+    tmp: Option<AtomicFile>,
+    w: Option<Writer>,
+    /// Archive path → inode (directories with their trailing '/').
+    inos: HashMap<Vec<u8>, u32>,
+    rep: Ext4RestoreReport,
+}
+
+fn attrs(m: &Member) -> Result<Attrs> {
+    let t = |(sec, nsec): (i64, u32)| Time { sec, nsec };
+    let mut xattrs = Vec::new();
+    for (k, v) in &m.xattrs {
+        xattrs.push(Xattr::from_full_name(k, v).map_err(werr)?);
+    }
+    Ok(Attrs {
+        mode: (m.mode & 0o177777) as u16,
+        uid: m.uid,
+        gid: m.gid,
+        atime: t(m.atime),
+        mtime: t(m.mtime),
+        ctime: t(m.ctime),
+        rdev: libc::makedev(m.devmajor, m.devminor),
+        xattrs,
+    })
+}
+
+impl Ext4Sink for Restorer<'_> {
+    fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
+        let size = self.opts.size.unwrap_or(m.blocks_count.saturating_mul(4096));
+        if !size.is_multiple_of(4096) || size == 0 {
+            return Err(Error::Invalid(format!("--size {size} is not a positive multiple of 4096")));
+        }
+        let mut uuid = [0u8; 16];
+        let mut seed = [0u8; 16];
+        uuid.copy_from_slice(&parse_hex_exact(&m.image_uuid, 32).unwrap_or_default());
+        seed.copy_from_slice(&parse_hex_exact(&m.hash_seed, 32).unwrap_or_default());
+        let (tmp, file) = AtomicFile::new(self.dest)?;
+        let opts = Options {
+            blocks: size / 4096,
+            inodes: m.inodes_count.min(u64::from(u32::MAX)),
+            journal: true,
+            encrypt: true,
+            uuid,
+            hash_seed: seed,
+            now: m.created,
+        };
+        self.w = Some(Writer::new(file, opts).map_err(werr)?);
+        self.tmp = Some(tmp);
+        Ok(())
+    }
+
+    fn member(&mut self, m: &Member, data: &mut dyn FnMut(&mut [u8]) -> Result<usize>) -> Result<()> {
+        let Some(w) = self.w.as_mut() else {
+            return Err(Error::Invalid("members before the manifest".into()));
+        };
+        let bad = |why: &str| Error::Invalid(format!("{}: {why}", String::from_utf8_lossy(&m.path)));
+        self.rep.members += 1;
+        if m.path == b"./" {
+            if m.context.is_some() {
+                return Err(bad("an encrypted root directory cannot be restored"));
+            }
+            w.set_attrs(ROOT_INO, attrs(m)?).map_err(werr)?;
+            self.inos.insert(m.path.clone(), ROOT_INO);
+            return Ok(());
+        }
+        let trimmed = m.path.strip_suffix(b"/").unwrap_or(&m.path);
+        let cut = trimmed.iter().rposition(|&b| b == b'/').ok_or_else(|| bad("no parent"))?;
+        let parent_path = &trimmed[..=cut];
+        let last = &trimmed[cut + 1..];
+        let parent = *self
+            .inos
+            .get(parent_path)
+            .ok_or_else(|| bad("its parent directory is not an earlier member"))?;
+        let name: Vec<u8> = m.name_ct.clone().unwrap_or_else(|| last.to_vec());
+        if name.is_empty() || name.len() > 255 {
+            return Err(bad("invalid name"));
+        }
+        let a = attrs(m)?;
+        let ino = match m.kind {
+            Kind::Dir => {
+                if parent == ROOT_INO && name == b"lost+found" {
+                    if let Some(i) = w.lookup(ROOT_INO, &name).map_err(werr)? {
+                        w.set_attrs(i, a).map_err(werr)?;
+                        self.inos.insert(m.path.clone(), i);
+                        return Ok(());
+                    }
+                }
+                w.mkdir(parent, &name, a, m.context).map_err(werr)?
+            }
+            Kind::File => {
+                if m.unchanged {
+                    return Err(bad(
+                        "data is in the base backup (restoring incremental ext4 backups is not supported yet)",
+                    ));
+                }
+                self.rep.files += 1;
+                let mut rd = FnReader(data);
+                match m.context {
+                    Some(c) => {
+                        self.rep.blocks += m.runs.iter().map(|r| r.1).sum::<u64>();
+                        w.file_raw(parent, &name, a, Some(c), m.size, &m.runs, &mut rd).map_err(werr)?
+                    }
+                    None => w
+                        .file(parent, &name, a, None, m.size, &mut ext4fs::writer::Dense(&mut rd))
+                        .map_err(werr)?,
+                }
+            }
+            Kind::Symlink => {
+                let mut blob = m.link.clone();
+                if m.context.is_none() {
+                    blob.push(0);
+                }
+                w.symlink(parent, &name, a, m.context, &blob).map_err(werr)?
+            }
+            Kind::HardLink => {
+                let target = *self.inos.get(&m.link).ok_or_else(|| bad("hard link to an unknown member"))?;
+                w.link(parent, &name, target).map_err(werr)?;
+                target
+            }
+            Kind::Special => w.special(parent, &name, a).map_err(werr)?,
+        };
+        self.inos.insert(m.path.clone(), ino);
+        Ok(())
+    }
+}
+
+/// A `Read` over the archive's member data callback.
+struct FnReader<'a>(&'a mut dyn FnMut(&mut [u8]) -> Result<usize>);
+
+impl Read for FnReader<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        (self.0)(buf).map_err(|e| std::io::Error::other(e.to_string()))
+    }
+}
+
+/// Restores the ext4 backup read from `input` as a new ext4 image `dest`.
+pub fn restore(input: &mut dyn Read, dest: &Path, opts: &Ext4RestoreOptions) -> Result<Ext4RestoreReport> {
+    if dest.exists() && !opts.force {
+        return Err(Error::Invalid(format!("{} exists (give --force to replace it)", dest.display())));
+    }
+    let mut r = Restorer {
+        dest,
+        opts,
+        tmp: None,
+        w: None,
+        inos: HashMap::new(),
+        rep: Ext4RestoreReport::default(),
+    };
+    read_archive(input, &mut r)?;
+    let (Some(w), Some(tmp)) = (r.w.take(), r.tmp.take()) else {
+        return Err(Error::Invalid("the archive has no manifest".into()));
+    };
+    w.finish().map_err(werr)?;
+    tmp.persist(opts.force)?;
+    Ok(r.rep)
+}
