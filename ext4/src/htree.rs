@@ -148,24 +148,20 @@ pub fn dirhash(name: &[u8], version: u8, seed: &[u8; 16], signed: bool) -> Resul
     let (hash, minor) = match version {
         DX_HASH_LEGACY => (legacy(name, signed), 0),
         DX_HASH_HALF_MD4 => {
+            // fs/ext4/hash.c: `while (len > 0)`, 32 bytes a round.
             let mut p = name;
-            loop {
+            while !p.is_empty() {
                 half_md4_transform(&mut buf, &str2hashbuf(p, 8, signed));
-                if p.len() <= 32 {
-                    break;
-                }
-                p = &p[32..];
+                p = &p[p.len().min(32)..];
             }
             (buf[1], buf[2])
         }
         DX_HASH_TEA => {
+            // fs/ext4/hash.c: `while (len > 0)`, 16 bytes a round.
             let mut p = name;
-            loop {
+            while !p.is_empty() {
                 tea_transform(&mut buf, &str2hashbuf(p, 4, signed));
-                if p.len() <= 16 {
-                    break;
-                }
-                p = &p[16..];
+                p = &p[p.len().min(16)..];
             }
             (buf[0], buf[1])
         }

@@ -34,12 +34,21 @@ const DX_ENTRY: usize = 8;
 const HASH_MAX: u8 = 2;
 
 /// The dirhash setup readdir uses for no-key names (fs/ext4/namei.c
-/// `ext4_htree_fill_tree`): a version (`DX_HASH_*`, +3 when the superblock
-/// says unsigned) and the superblock's `s_hash_seed`.
+/// `ext4_htree_fill_tree`): a version (`DX_HASH_*`), the signedness the
+/// superblock's flags say, and the superblock's `s_hash_seed`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct HashInfo {
     pub version: u8,
-    pub seed: [u32; 4],
+    pub signed: bool,
+    pub seed: [u8; 16],
+}
+
+impl HashInfo {
+    /// (hash, minor_hash) of `name` ([`crate::htree::dirhash`]); `None` for a
+    /// hash version this crate does not know.
+    pub fn hash(&self, name: &[u8]) -> Option<(u32, u32)> {
+        crate::htree::dirhash(name, self.version, &self.seed, self.signed).ok()
+    }
 }
 
 /// A directory's entries in on-disk order ("." and ".." included).
@@ -106,11 +115,7 @@ impl Fs {
         }
         let seed = self.inode_seed(ino, inode);
         let sb = self.superblock();
-        let unsigned = if sb.flags & FLAGS_UNSIGNED_HASH != 0 { 3 } else { 0 };
-        let mut hs = [0u32; 4];
-        for (i, w) in hs.iter_mut().enumerate() {
-            *w = le32(&sb.hash_seed, 4 * i);
-        }
+        let signed = sb.flags & FLAGS_UNSIGNED_HASH == 0;
         let dir_index = sb.feature_compat & COMPAT_DIR_INDEX != 0;
         let indexed = inode.flags & INDEX_FL != 0;
         let mut out = DirListing {
@@ -127,8 +132,9 @@ impl Fs {
         }
         if dir_index && (indexed || nblocks == 1) {
             out.nokey_hash = Some(HashInfo {
-                version: if version <= HASH_MAX { version + unsigned } else { version },
-                seed: hs,
+                version,
+                signed,
+                seed: sb.hash_seed,
             });
         }
         for &(l, p) in &lblocks {

@@ -13,7 +13,6 @@
 //! work is linear in the image size and nothing loops.
 
 mod dir;
-pub mod dirhash;
 mod error;
 mod tree;
 mod walk;

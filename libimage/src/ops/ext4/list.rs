@@ -10,7 +10,6 @@
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
-use ext4fs::read::dirhash::dirhash;
 use ext4fs::read::{Fs, HashInfo};
 use fscrypt::NameCipher;
 use sha2::{Digest, Sha256};
@@ -28,7 +27,7 @@ pub fn nokey_name(ct: &[u8], hash: Option<HashInfo>) -> String {
     if ct == b"." || ct == b".." {
         return String::from_utf8_lossy(ct).into_owned();
     }
-    let (h, minor) = hash.and_then(|h| dirhash(ct, h.version, &h.seed)).unwrap_or((0, 0));
+    let (h, minor) = hash.and_then(|h| h.hash(ct)).unwrap_or((0, 0));
     let mut raw = Vec::with_capacity(8 + NOKEY_BYTES + 32);
     raw.extend_from_slice(&h.to_le_bytes());
     raw.extend_from_slice(&minor.to_le_bytes());
