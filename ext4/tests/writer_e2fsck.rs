@@ -212,7 +212,7 @@ impl std::io::Read for HugeSparse {
     }
 }
 
-impl ext4fs::writer::Contents for HugeSparse {
+impl ext4fs::writer::FileData for HugeSparse {
     fn run(&mut self) -> std::io::Result<ext4fs::writer::Run> {
         Ok(if self.pos < DATA_AT {
             ext4fs::writer::Run::Hole { end: DATA_AT }

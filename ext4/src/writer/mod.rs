@@ -18,7 +18,6 @@ pub mod layout;
 mod raw;
 
 use std::fs::File;
-use std::io::{self, Read};
 use std::os::unix::fs::FileExt;
 
 use fscrypt::XtsKey;
@@ -67,42 +66,7 @@ pub struct Attrs {
     pub xattrs: Vec<Xattr>,
 }
 
-/// What [`Contents::run`] reports at the current position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Run {
-    /// Zeros known without reading (a sparse map's gap, a filesystem hole),
-    /// up to logical offset `end`.
-    Hole { end: u64 },
-    /// Bytes to read, up to logical offset `end` (`u64::MAX`: unknown).
-    Data { end: u64 },
-}
-
-/// A file's contents for [`Writer::file`]: a reader that may know where its
-/// holes are, so a sparse source is not read as zeros.
-pub trait Contents: Read {
-    /// The run at the current position (default: all data).
-    fn run(&mut self) -> io::Result<Run> {
-        Ok(Run::Data { end: u64::MAX })
-    }
-    /// Moves forward to `to`, inside the hole [`Contents::run`] reported.
-    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("no hole to skip to offset {to}"),
-        ))
-    }
-}
-
-/// Any reader as [`Contents`] without hole information.
-pub struct Dense<R>(pub R);
-
-impl<R: Read> Read for Dense<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl<R: Read> Contents for Dense<R> {}
+pub use filedata::{Dense, FileData, Run};
 
 /// Counts of what was written.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -353,7 +317,7 @@ impl Writer {
         mut attrs: Attrs,
         enc: Option<([u8; 40], &XtsKey)>,
         size: u64,
-        content: &mut dyn Contents,
+        content: &mut dyn FileData,
     ) -> Result<u32> {
         let (ctx, key) = match enc {
             Some((c, k)) => (Some(c), Some(k)),
@@ -381,7 +345,7 @@ impl Writer {
         Ok(ino)
     }
 
-    fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn Contents) -> Result<(Vec<Extent>, u64)> {
+    fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn FileData) -> Result<(Vec<Extent>, u64)> {
         let mut extents: Vec<Extent> = Vec::new();
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(READ_CHUNK, 0);

@@ -74,35 +74,7 @@ pub enum SourceKind<'a> {
     Special,
 }
 
-/// The run of a file's contents at the current read position.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Run {
-    /// Zeros the source knows of without reading them (a tar sparse map's
-    /// gap, a filesystem hole), up to logical offset `end`.
-    Hole { end: u64 },
-    /// Bytes to read, up to logical offset `end` (`u64::MAX`: unknown).
-    Data { end: u64 },
-}
-
-/// File contents as a reader that also knows its holes, so that a claimed
-/// size costs nothing: only the data actually present is read.
-pub trait FileData: Read {
-    /// The run at the current position. The default: all data.
-    fn run(&mut self) -> io::Result<Run> {
-        Ok(Run::Data { end: u64::MAX })
-    }
-    /// Moves the position forward to `to`, which must lie within the hole
-    /// [`FileData::run`] reported at the current position.
-    fn skip_hole(&mut self, to: u64) -> io::Result<()> {
-        Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("no hole to skip to offset {to}"),
-        ))
-    }
-}
-
-/// In-memory contents (tests, fixtures): all data.
-impl FileData for &[u8] {}
+pub use filedata::{FileData, Run};
 
 /// One entry of a source tree.
 pub struct SourceEntry<'a> {

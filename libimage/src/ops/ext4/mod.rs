@@ -28,7 +28,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ext4fs::inode::Time;
-use ext4fs::writer::{Attrs, Contents, Options, Run, Stats, Writer};
+use ext4fs::writer::{Attrs, Options, Stats, Writer};
 use ext4fs::xattr::Xattr;
 use fscrypt::context::PolicyContext;
 use fscrypt::{MasterKey, NameCipher, Nonce, NonceDeriver};
@@ -39,7 +39,7 @@ use crate::error::{Error, Result};
 use crate::ops::build::{clamp_time, display_path, Reproducible};
 use crate::ops::create::now;
 use crate::progress::Progress;
-use crate::tree::{read_tar, walk_dir, EntrySink, FileData, Meta, SourceEntry, SourceKind, Timespec};
+use crate::tree::{read_tar, walk_dir, EntrySink, Meta, SourceEntry, SourceKind, Timespec};
 
 pub use export::{export_snapshot, snapshot_policy};
 
@@ -435,7 +435,7 @@ impl<'a> Ext4Sink<'a> {
                 let attrs = self.attrs(&e.meta)?;
                 let ino = self
                     .w
-                    .file(parent, &ct, attrs, Some((ctx, &xts)), size, &mut Holes(content))
+                    .file(parent, &ct, attrs, Some((ctx, &xts)), size, content)
                     .map_err(|err| match err {
                         ext4fs::Error::Io { context, source } => Error::io(format!("{context} of {}", display_path(&path)), source),
                         other => ext4_err(other),
@@ -497,26 +497,5 @@ impl<'a> Ext4Sink<'a> {
 impl EntrySink for Ext4Sink<'_> {
     fn entry(&mut self, e: SourceEntry<'_>) -> Result<()> {
         self.add(e)
-    }
-}
-
-/// A tree source's contents, with its holes, as the writer's [`Contents`].
-struct Holes<'a, 'b>(&'a mut (dyn FileData + 'b));
-
-impl Read for Holes<'_, '_> {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.0.read(buf)
-    }
-}
-
-impl Contents for Holes<'_, '_> {
-    fn run(&mut self) -> std::io::Result<Run> {
-        Ok(match self.0.run()? {
-            crate::tree::Run::Hole { end } => Run::Hole { end },
-            crate::tree::Run::Data { end } => Run::Data { end },
-        })
-    }
-    fn skip_hole(&mut self, to: u64) -> std::io::Result<()> {
-        self.0.skip_hole(to)
     }
 }
