@@ -17,6 +17,8 @@ use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const TOOL: &str = "backup-crypt";
+
 const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
 No command needs a key; `list --key-file` only shows real names.";
 
@@ -124,7 +126,7 @@ fn create(image: PathBuf, output: PathBuf, snapshot: Option<String>, since: Opti
         report
     };
     let text = if json {
-        serde_json::to_string_pretty(&report)?
+        cryptimg_cli::json::to_string(TOOL, "create", &report)?
     } else {
         format!(
             "backup {} of snapshot {:?}{}: {} members, {} bytes of ciphertext stored, {} extents referenced from the base, archive {} bytes",
@@ -168,7 +170,7 @@ fn restore(
         )
     })?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        cryptimg_cli::json::print(TOOL, "restore", &report)?;
     } else if !quiet {
         println!(
             "restored snapshot {:?} into {} {}: {} members, {} extents written, {} reused",
@@ -193,7 +195,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({ "manifest": manifest, "members": entries });
-        writeln!(out, "{}", serde_json::to_string_pretty(&v)?)?;
+        writeln!(out, "{}", cryptimg_cli::json::to_string(TOOL, "list", &v)?)?;
         return Ok(exit::OK);
     }
     let style = QuotingStyle::or_default(style);
@@ -224,7 +226,7 @@ fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32
     }
     let rep = backup::verify_backup(&mut r, &bases).map_err(|e| flag_hint(e, "name every base backup of the chain with --base"))?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&rep)?);
+        cryptimg_cli::json::print(TOOL, "verify", &rep)?;
         return Ok(exit::OK);
     }
     println!(

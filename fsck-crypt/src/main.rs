@@ -18,6 +18,8 @@ use libimage::ops::read::TreeReader;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+const TOOL: &str = "fsck-crypt";
+
 const EXIT_CODES: &str =
     "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
 8 operational error, 16 usage error. For `check`, warnings (a damaged spare superblock slot, a key matching nothing) count \
@@ -56,6 +58,9 @@ enum Cmd {
         /// default on a terminal) or `literal` (raw bytes).
         #[arg(long, value_enum)]
         quoting_style: Option<QuotingStyle>,
+        /// Print the entries as JSON (exact names: `name` when UTF-8, else `name_base64`).
+        #[arg(long)]
+        json: bool,
     },
     /// Check an image's integrity: keyless always, names and links with keys, data with --data.
     ///
@@ -78,6 +83,9 @@ enum Cmd {
         key_file: Vec<PathBuf>,
         #[arg(long)]
         no_progress: bool,
+        /// Print the summary as JSON (on standard error with DEST `-`).
+        #[arg(long)]
+        json: bool,
     },
     /// Print one regular file's contents to standard output.
     Cat {
@@ -100,7 +108,7 @@ fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
     let img = Image::open(&image, Access::ReadOnly)?;
     let i = libimage::ops::create::info(&img);
     if json {
-        println!("{}", serde_json::to_string_pretty(&i)?);
+        cryptimg_cli::json::print(TOOL, "info", &i)?;
         return Ok(exit::OK);
     }
     println!("image        {}", image.display());
@@ -134,6 +142,7 @@ fn ls(
     snapshot: Option<String>,
     key_file: Vec<PathBuf>,
     style: Option<QuotingStyle>,
+    json: bool,
 ) -> anyhow::Result<i32> {
     let style = QuotingStyle::or_default(style);
     if ext4::is_ext4(&image) {
@@ -154,12 +163,32 @@ fn ls(
         let name = path.as_deref().unwrap_or("").rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
         vec![(name.as_bytes().to_vec(), target)]
     };
+    if json {
+        let list: Vec<serde_json::Value> = entries.iter().map(|(name, i)| ls_json(name, i)).collect();
+        writeln!(
+            out,
+            "{}",
+            cryptimg_cli::json::to_string(TOOL, "ls", &serde_json::json!({ "entries": list }))?
+        )?;
+        return Ok(exit::OK);
+    }
     for (name, i) in entries {
         write!(out, "{:06o} {:>5} {:>5} {:>12} ", i.mode, i.uid, i.gid, i.size)?;
         out.write_all(&style.quote(&name))?;
         writeln!(out)?;
     }
     Ok(exit::OK)
+}
+
+/// One `ls --json` entry: exact numbers, and the name as text when it is UTF-8.
+fn ls_json(name: &[u8], i: &libimage::format::inode::Inode) -> serde_json::Value {
+    use base64::Engine;
+    let mut v = serde_json::json!({ "mode": i.mode, "uid": i.uid, "gid": i.gid, "size": i.size });
+    match std::str::from_utf8(name) {
+        Ok(n) => v["name"] = n.into(),
+        Err(_) => v["name_base64"] = base64::engine::general_purpose::STANDARD.encode(name).into(),
+    }
+    v
 }
 
 #[derive(Args)]
@@ -198,7 +227,7 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
     let r = libimage::ops::check::check(&a.image, &keys, &opts, &Bar::new(a.no_progress || a.json))?;
     let mut out = std::io::stdout().lock();
     if a.json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        writeln!(out, "{}", cryptimg_cli::json::to_string(TOOL, "check", &r)?)?;
         return Ok(r.exit_code);
     }
     for f in &r.findings {
@@ -268,6 +297,7 @@ fn extract(
     snapshot: Option<String>,
     key_file: Vec<PathBuf>,
     no_progress: bool,
+    json: bool,
 ) -> anyhow::Result<i32> {
     use std::io::IsTerminal;
     use std::os::unix::ffi::OsStrExt;
@@ -307,6 +337,20 @@ fn extract(
             }
         );
     }
+    if json {
+        let v = serde_json::json!({
+            "destination": to, "files": st.files, "dirs": st.dirs, "symlinks": st.symlinks,
+            "specials": st.specials, "hardlinks": st.hardlinks, "skipped": st.skipped,
+            "links_skipped": st.links_skipped, "xattrs_skipped": st.xattrs_skipped,
+        });
+        let text = cryptimg_cli::json::to_string(TOOL, "extract", &v)?;
+        if to_tar {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+        return Ok(exit::OK);
+    }
     eprintln!(
         "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {to}",
         st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped
@@ -339,7 +383,8 @@ fn main() {
             snapshot,
             key_file,
             quoting_style,
-        } => ls(image, path, snapshot, key_file, quoting_style),
+            json,
+        } => ls(image, path, snapshot, key_file, quoting_style, json),
         Cmd::Extract {
             image,
             dest,
@@ -347,7 +392,8 @@ fn main() {
             snapshot,
             key_file,
             no_progress,
-        } => extract(image, dest, paths, snapshot, key_file, no_progress),
+            json,
+        } => extract(image, dest, paths, snapshot, key_file, no_progress, json),
         Cmd::Cat {
             image,
             path,

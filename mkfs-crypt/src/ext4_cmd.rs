@@ -48,7 +48,7 @@ pub fn create_ext4(a: CreateArgs) -> anyhow::Result<i32> {
         }
     };
     if a.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        cryptimg_cli::json::print("mkfs-crypt", "create", &report)?;
     } else if !a.out.quiet {
         println!(
             "created {} (ext4, encrypted directory /{})",

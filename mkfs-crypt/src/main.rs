@@ -43,11 +43,17 @@ enum Cmd {
         /// Where to write the key; must not exist. `-` writes the raw key to standard output
         /// (refused on a terminal) and the identifier to standard error.
         file: PathBuf,
+        /// Print the identifier as JSON (on standard error with `-`).
+        #[arg(long)]
+        json: bool,
     },
     /// Print a key file's identifier (the one `fscryptctl add_key` prints).
     Keyid {
         /// The raw key file (32..64 bytes), or `-` for standard input.
         key_file: PathBuf,
+        /// Print the identifier as JSON.
+        #[arg(long)]
+        json: bool,
     },
     /// Move data down into free space and cut the image file to what is in use (no key needed).
     Compact(CompactArgs),
@@ -146,7 +152,7 @@ fn compact(a: CompactArgs) -> anyhow::Result<i32> {
         eprintln!("mkfs-crypt: warning: the image is consistent, but giving space back failed: {e}");
     }
     if a.out.json {
-        print_json(&r)?;
+        print_json("compact", &r)?;
     } else if !a.out.quiet {
         println!("compacted {}", a.image.display());
         println!("  moved       {} extents, {} bytes", r.extents_moved, r.bytes_moved);
@@ -157,11 +163,20 @@ fn compact(a: CompactArgs) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-fn keygen(file: PathBuf) -> anyhow::Result<i32> {
+fn key_json(file: &std::path::Path, id: impl std::fmt::Display, command: &str) -> anyhow::Result<String> {
+    let v = serde_json::json!({ "key_file": file.display().to_string(), "key_id": id.to_string() });
+    cryptimg_cli::json::to_string("mkfs-crypt", command, &v)
+}
+
+fn keygen(file: PathBuf, json: bool) -> anyhow::Result<i32> {
     use std::io::IsTerminal;
     if file.as_os_str() != "-" {
         let key = generate_key_file(&file)?;
-        println!("{}", key.identifier());
+        if json {
+            println!("{}", key_json(&file, key.identifier(), "keygen")?);
+        } else {
+            println!("{}", key.identifier());
+        }
         return Ok(exit::OK);
     }
     let stdout = std::io::stdout();
@@ -169,7 +184,11 @@ fn keygen(file: PathBuf) -> anyhow::Result<i32> {
         anyhow::bail!("refusing to write a raw key to a terminal; redirect standard output to a file or a pipe");
     }
     let key = libimage::engine::keyfile::generate_key_to(&mut stdout.lock(), "standard output")?;
-    eprintln!("{}", key.identifier());
+    if json {
+        eprintln!("{}", key_json(&file, key.identifier(), "keygen")?);
+    } else {
+        eprintln!("{}", key.identifier());
+    }
     Ok(exit::OK)
 }
 
@@ -253,7 +272,7 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
     let bar = a.out.bar();
     let report = a.source.with(|src| create_image(&a.image, src, &key, &opts, &bar))?;
     if a.out.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        print_json("create", &report)?;
     } else if !a.out.quiet {
         let s = &report.stats;
         println!("created {} (snapshot {:?})", report.image.display(), report.snapshot);
@@ -272,9 +291,9 @@ fn open_rw(image: &std::path::Path) -> anyhow::Result<Image> {
     Ok(Image::open(image, Access::ReadWrite)?)
 }
 
-fn print_json(v: &impl serde::Serialize) -> anyhow::Result<()> {
-    println!("{}", serde_json::to_string_pretty(v)?);
-    Ok(())
+/// Prints `v` in the shared `--json` envelope of command `command`.
+fn print_json(command: &str, v: &impl serde::Serialize) -> anyhow::Result<()> {
+    cryptimg_cli::json::print("mkfs-crypt", command, v)
 }
 
 fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
@@ -282,7 +301,7 @@ fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
     let r = lifecycle::snapshot(&mut img, &a.from, &a.name, commit_time()?)
         .map_err(|e| cryptimg_cli::flag_hint(e, "choose another --name, or delete the existing snapshot first"))?;
     if a.out.json {
-        print_json(&r)?;
+        print_json("snapshot", &r)?;
     } else if !a.out.quiet {
         println!("snapshot {:?} created from {:?}", r.name, r.from);
         println!("  inodes      {}", r.inodes);
@@ -323,7 +342,7 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
         ))
     })?;
     if a.out.json {
-        print_json(&r)?;
+        print_json("rekey", &r)?;
     } else if !a.out.quiet {
         if r.commits == 0 {
             println!("snapshot {:?} is already under key {}: nothing to do", r.snapshot, r.new_policy);
@@ -363,7 +382,7 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
         .source
         .with(|src| lifecycle::update(&mut img, &a.snapshot, src, &keys, &opts, &bar))?;
     if a.out.json {
-        print_json(&r)?;
+        print_json("update", &r)?;
     } else if !a.out.quiet {
         let s = &r.stats;
         println!("updated snapshot {:?} (new data under key {})", r.snapshot, r.key_id);
@@ -383,7 +402,7 @@ fn delete(a: DeleteArgs) -> anyhow::Result<i32> {
     let mut img = open_rw(&a.image)?;
     let r = lifecycle::delete(&mut img, &a.snapshot, commit_time()?)?;
     if a.out.json {
-        print_json(&r)?;
+        print_json("delete", &r)?;
     } else if !a.out.quiet {
         println!("deleted snapshot {:?} ({} inodes)", r.snapshot, r.inodes);
         println!(
@@ -400,9 +419,14 @@ fn main() {
     libimage::engine::lock::set_wait(cli.wait);
     main_with("mkfs-crypt", || match cli.cmd {
         Cmd::Create(a) => create(a),
-        Cmd::Keygen { file } => keygen(file),
-        Cmd::Keyid { key_file } => {
-            println!("{}", load_key(&key_file)?.identifier());
+        Cmd::Keygen { file, json } => keygen(file, json),
+        Cmd::Keyid { key_file, json } => {
+            let id = load_key(&key_file)?.identifier();
+            if json {
+                println!("{}", key_json(&key_file, id, "keyid")?);
+            } else {
+                println!("{id}");
+            }
             Ok(exit::OK)
         }
         Cmd::Compact(a) => compact(a),

@@ -1,0 +1,33 @@
+//! Every backup-crypt command prints one JSON document in the shared
+//! envelope with `--json`, table-driven.
+
+use std::process::Command;
+
+use testkit::backup::synth_image;
+
+#[test]
+fn every_command_prints_the_json_envelope() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+    let (img, tar, restored) = (p("src.img"), p("main.tar"), p("restored.img"));
+    synth_image(t.path().join("src.img").as_path(), 3, true).unwrap();
+    let table: Vec<(&str, Vec<&str>)> = vec![
+        ("create", vec!["create", &img, "-o", &tar, "--snapshot", "main", "--json"]),
+        ("list", vec!["list", &tar, "--json"]),
+        ("verify", vec!["verify", &tar, "--json"]),
+        ("restore", vec!["restore", &tar, &restored, "--json"]),
+    ];
+    for (command, args) in &table {
+        let o = Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
+            .args(args)
+            .env_remove("CRYPTIMG_FAIL_AFTER_WRITES")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "backup-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("backup-crypt {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+        assert_eq!(v["format_version"], 1, "{command}: {v}");
+        assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
+        assert_eq!(v["command"], *command, "{command}: {v}");
+    }
+}
