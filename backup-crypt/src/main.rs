@@ -19,7 +19,7 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOOL: &str = "backup-crypt";
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error.\n\
+const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt or hostile input (archive or image), 8 operational error (I/O, missing base, refused), 16 usage error, 64 key problem.\n\
 No command needs a key; `list --key-file` only shows real names.";
 
 #[derive(Parser)]
@@ -192,6 +192,8 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
         return ext4::list(r);
     }
     let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
+    let what = format!("backup {} (snapshot {:?})", manifest.backup_id, manifest.snapshot);
+    cryptimg_cli::warn_unneeded_keys(TOOL, &what, &keys, &manifest.keys_needed);
     let mut out = std::io::stdout().lock();
     if json {
         let v = serde_json::json!({ "manifest": manifest, "members": entries });

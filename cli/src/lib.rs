@@ -28,8 +28,47 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// A bad argument value found after parsing (e.g. an out-of-range
+/// `--size`): exit [`exit::USAGE`], like the values clap itself rejects.
+#[derive(Debug)]
+pub struct Usage(pub String);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// A [`Usage`] error as an `anyhow::Error`.
+pub fn usage(msg: impl Into<String>) -> anyhow::Error {
+    anyhow::Error::new(Usage(msg.into()))
+}
+
+/// Warns on stderr, naming the ids `what` needs, about every given key that
+/// `what` (a snapshot, an archive) does not use: a wrong `--key-file`
+/// otherwise just shows no-key names. Returns the number of such keys.
+pub fn warn_unneeded_keys(tool: &str, what: &str, keys: &Keyring, needed: &[String]) -> usize {
+    let mut n = 0;
+    for id in keys.ids() {
+        let id = id.to_string();
+        if !needed.contains(&id) {
+            eprintln!(
+                "{tool}: warning: key {id} is not a key of {what}, which needs key id(s) [{}]; names it cannot decrypt are shown in no-key form",
+                needed.join(", ")
+            );
+            n += 1;
+        }
+    }
+    n
+}
+
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<Usage>().is_some() {
+        return exit::USAGE;
+    }
     match (e.downcast_ref::<libimage::Error>(), e.downcast_ref::<FlagHint>()) {
         (Some(le), _) | (None, Some(FlagHint { error: le, .. })) => exit::for_error(le),
         _ => exit::OPERATIONAL,

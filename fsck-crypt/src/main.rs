@@ -22,8 +22,8 @@ const TOOL: &str = "fsck-crypt";
 
 const EXIT_CODES: &str =
     "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
-8 operational error, 16 usage error. For `check`, warnings (a damaged spare superblock slot, a key matching nothing) count \
-as errors left uncorrected; notes do not.\n\
+8 operational error, 16 usage error, 64 key problem (a needed key not given; for `check`, a given key matching nothing). \
+For `check`, warnings (a damaged spare superblock slot) count as errors left uncorrected; notes do not.\n\
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Parser)]
@@ -153,6 +153,16 @@ fn ls(
     let snap = img
         .snapshot(snapshot.as_deref())
         .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot"))?;
+    if !keys.is_empty() {
+        let info = libimage::ops::create::info(&img);
+        let needed = info
+            .snapshots
+            .iter()
+            .find(|s| s.name == snap.name)
+            .map(|s| s.keys_needed.clone())
+            .unwrap_or_default();
+        cryptimg_cli::warn_unneeded_keys(TOOL, &format!("snapshot {:?}", snap.name), &keys, &needed);
+    }
     let r = TreeReader::new(&img, snap, &keys);
     let ino = r.lookup(path.as_deref().unwrap_or("").as_bytes())?;
     let mut out = std::io::stdout().lock();

@@ -324,7 +324,8 @@ fn keys_right_wrong_and_extra() {
     );
 
     let wrong = run_lib(&image, &["--key-file".into(), other.clone()], false);
-    assert_eq!(wrong.exit_code, 4);
+    // A wrong key is a key problem (exit 64), not damage (4).
+    assert_eq!(wrong.exit_code, 64);
     let unused = wrong.findings.iter().find(|f| f.code == "W_KEY_UNUSED").unwrap();
     assert!(unused.message.contains(&other_id), "{}", unused.message);
     let missing = wrong.findings.iter().find(|f| f.code == "I_KEY_MISSING").unwrap();

@@ -269,7 +269,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
             "clean.img",
             &["--key-file", o],
             &["I_KEY_MISSING", "W_KEY_UNUSED"],
-            4,
+            64,
             None,
         ),
         case(
@@ -277,7 +277,7 @@ pub fn generate(dir: &Path) -> Res<Vec<Case>> {
             "clean.img",
             &["--key-file", k, "--key-file", o],
             &["W_KEY_UNUSED"],
-            4,
+            64,
             None,
         ),
     ];

@@ -209,13 +209,14 @@ impl fmt::Display for Error {
             Error::Invalid(s) => f.write_str(s),
             Error::WrongKey { given, needed } => {
                 let g: Vec<String> = given.iter().map(|k| k.to_string()).collect();
-                let n: Vec<String> = needed.iter().map(|k| k.to_string()).collect();
-                write!(
-                    f,
-                    "wrong key: given key id(s) [{}], but the image needs [{}]",
-                    g.join(", "),
-                    n.join(", ")
-                )
+                let missing: Vec<String> = needed.iter().filter(|k| !given.contains(k)).map(|k| k.to_string()).collect();
+                if g.is_empty() {
+                    write!(f, "no key given: the image needs key id(s) [{}]", missing.join(", "))
+                } else {
+                    // "missing", not "wrong": a given key may be right for
+                    // other parts of the image (a snapshot under two keys).
+                    write!(f, "missing key id(s) [{}] (given key id(s) [{}])", missing.join(", "), g.join(", "))
+                }
             }
             Error::AuthFailed { at } => write!(f, "decryption failed to validate at {at}"),
             Error::NoSpace {

@@ -14,8 +14,12 @@ pub const FIXED: i32 = 1;
 pub const CORRUPT: i32 = 4;
 /// `check`: errors or warnings left uncorrected (the same bit as [`CORRUPT`]).
 pub const UNCORRECTED: i32 = CORRUPT;
-/// Operational error: I/O, wrong key, refused request, no space, image in use.
+/// Operational error: I/O, refused request, no space, image in use.
 pub const OPERATIONAL: i32 = 8;
+/// A key problem, not damage: a needed key was not given, or (for `check`)
+/// a given key matches nothing in the image. A bit of its own beside the
+/// fsck bits (util-linux uses 1, 2, 4, 8, 16, 32 and 128).
+pub const KEY: i32 = 64;
 /// Usage error: bad flags or arguments.
 pub const USAGE: i32 = 16;
 
@@ -23,6 +27,8 @@ pub const USAGE: i32 = 16;
 pub fn for_error(e: &Error) -> i32 {
     if e.is_corruption() {
         CORRUPT
+    } else if matches!(e, Error::WrongKey { .. }) {
+        KEY
     } else {
         OPERATIONAL
     }

@@ -31,7 +31,7 @@ struct Cli {
     cmd: Cmd,
 }
 
-const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt input (tar, image), 8 operational error (I/O, key, refused), 16 usage error.\n\
+const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt input (tar, image), 8 operational error (I/O, refused), 16 usage error, 64 key problem (a needed key not given).\n\
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Subcommand)]
@@ -255,8 +255,12 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
     if !a.force && a.image.exists() {
         anyhow::bail!("{} already exists; pass --force to replace it", a.image.display());
     }
-    if a.size.is_some_and(|s| s % 4096 != 0) {
-        anyhow::bail!("--size must be a multiple of 4096 bytes");
+    if let Some(size) = a.size {
+        if size % 4096 != 0 || size < 4 * 4096 {
+            return Err(cryptimg_cli::usage(format!(
+                "--size {size}: must be a multiple of 4096 bytes and at least 16K (4 blocks)"
+            )));
+        }
     }
     let key = load_key(key_file)?;
     let epoch = source_date_epoch()?;

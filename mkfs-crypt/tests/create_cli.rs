@@ -113,7 +113,7 @@ fn create_info_ls_extract() {
         std::fs::read(tree.join("docs/guides/data.bin")).unwrap()
     );
 
-    // Extract with a wrong key: exit 8, both key ids named.
+    // Extract with a wrong key: exit 64 (key problem), both key ids named.
     let wrong = t.path().join("wrong");
     std::fs::write(&wrong, [9u8; 64]).unwrap();
     let o = run(
@@ -122,7 +122,7 @@ fn create_info_ls_extract() {
         None,
     );
     let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(8), "{err}");
+    assert_eq!(o.status.code(), Some(64), "{err}");
     assert!(err.contains("69b2f6edeee720cce0577937eb8a6751") && err.contains("hint:"), "{err}");
 }
 

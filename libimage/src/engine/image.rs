@@ -354,6 +354,10 @@ fn open_locked(path: &Path, access: Access) -> Result<(File, LockGuard)> {
             .write(access == Access::ReadWrite)
             .open(path)
             .map_err(|e| Error::io(format!("opening image {}", path.display()), e))?;
+        // A directory is a wrong argument (exit 8), not a damaged image (4).
+        if file.metadata().is_ok_and(|m| m.is_dir()) {
+            return Err(Error::Invalid(format!("{} is a directory, not an image file", path.display())));
+        }
         let guard = lock::lock(&file, path, mode)?;
         let same = match (file.metadata(), std::fs::metadata(path)) {
             (Ok(a), Ok(b)) => (a.dev(), a.ino()) == (b.dev(), b.ino()),

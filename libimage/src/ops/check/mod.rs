@@ -168,7 +168,16 @@ fn run(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress
     if opts.data && loaded.is_some() {
         report.summary.data_note = Some(DATA_NOTE);
     }
-    report.exit_code = if report.problems() > 0 { exit::UNCORRECTED } else { exit::CLEAN };
+    // A given key that matches nothing is a key problem (exit::KEY), not damage.
+    let key_problems = report.findings.iter().filter(|f| f.code == crate::finding::Code::KeyUnused).count();
+    report.exit_code = if report.problems() > key_problems {
+        exit::UNCORRECTED
+    } else {
+        exit::CLEAN
+    };
+    if key_problems > 0 {
+        report.exit_code |= exit::KEY;
+    }
     Ok(Checked {
         report,
         loaded,
