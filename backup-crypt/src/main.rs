@@ -51,6 +51,9 @@ enum Cmd {
         /// Incremental: do not store extents already in this earlier backup.
         #[arg(long)]
         since: Option<PathBuf>,
+        /// Replace an existing output archive.
+        #[arg(long)]
+        force: bool,
         /// (With `-o -` the summary goes to stderr.)
         #[command(flatten)]
         out: OutputArgs,
@@ -106,14 +109,37 @@ fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
     Ok(Box::new(f))
 }
 
-fn create(image: PathBuf, output: PathBuf, snapshot: Option<String>, since: Option<PathBuf>, out: OutputArgs) -> anyhow::Result<i32> {
-    if ext4::is_ext4_image(&image) {
-        return ext4::create(&image, &output, since, out.quiet);
-    }
+/// What `create` was asked to do.
+struct CreateCmd {
+    image: PathBuf,
+    output: PathBuf,
+    snapshot: Option<String>,
+    since: Option<PathBuf>,
+    force: bool,
+    out: OutputArgs,
+}
+
+fn create(c: CreateCmd) -> anyhow::Result<i32> {
+    let CreateCmd {
+        image,
+        output,
+        snapshot,
+        since,
+        force,
+        out,
+    } = c;
     let OutputArgs { quiet, json, .. } = out;
+    let to_stdout = output.as_os_str() == "-";
+    if to_stdout {
+        cryptimg_cli::refuse_terminal_stdout("an archive", "e.g. `-o FILE` or `| ssh host 'cat > backup.tar'`")?;
+    } else if !force && output.symlink_metadata().is_ok() {
+        anyhow::bail!("{} already exists; pass --force to replace it", output.display());
+    }
+    if ext4::is_ext4_image(&image) {
+        return ext4::create(&image, &output, since, quiet);
+    }
     let bar = out.bar();
     let opts = BackupOptions { snapshot, since };
-    let to_stdout = output.as_os_str() == "-";
     let report = if to_stdout {
         let mut out = std::io::stdout().lock();
         backup::create_backup(&image, &mut out, &opts, &bar)?
@@ -263,8 +289,16 @@ fn main() {
             output,
             snapshot,
             since,
+            force,
             out,
-        } => create(image, output, snapshot, since, out),
+        } => create(CreateCmd {
+            image,
+            output,
+            snapshot,
+            since,
+            force,
+            out,
+        }),
         Cmd::Restore {
             input,
             image,

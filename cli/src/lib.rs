@@ -64,6 +64,16 @@ pub fn warn_unneeded_keys(tool: &str, what: &str, keys: &Keyring, needed: &[Stri
     n
 }
 
+/// Refuses to write binary `what` (an archive, a raw key) to standard
+/// output when it is a terminal: the bytes would garble it and be lost.
+/// `redirect` says how to redirect instead.
+pub fn refuse_terminal_stdout(what: &str, redirect: &str) -> anyhow::Result<()> {
+    if std::io::stdout().is_terminal() {
+        anyhow::bail!("refusing to write {what} to a terminal; redirect standard output ({redirect})");
+    }
+    Ok(())
+}
+
 /// The exit code for an error.
 pub fn exit_code(e: &anyhow::Error) -> i32 {
     if e.downcast_ref::<Usage>().is_some() {

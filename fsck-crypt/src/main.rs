@@ -309,7 +309,6 @@ fn extract(
     no_progress: bool,
     json: bool,
 ) -> anyhow::Result<i32> {
-    use std::io::IsTerminal;
     use std::os::unix::ffi::OsStrExt;
     if ext4::is_ext4(&image) {
         if dest.as_os_str() == "-" || !paths.is_empty() {
@@ -318,8 +317,8 @@ fn extract(
         return ext4::extract(&image, &dest, &key_file);
     }
     let to_tar = dest.as_os_str() == "-";
-    if to_tar && std::io::stdout().is_terminal() {
-        anyhow::bail!("refusing to write a tar stream to a terminal; redirect standard output (e.g. `| tar -xpf -`)");
+    if to_tar {
+        cryptimg_cli::refuse_terminal_stdout("a tar stream", "e.g. `| tar -xpf -`")?;
     }
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;

@@ -169,7 +169,6 @@ fn key_json(file: &std::path::Path, id: impl std::fmt::Display, command: &str) -
 }
 
 fn keygen(file: PathBuf, json: bool) -> anyhow::Result<i32> {
-    use std::io::IsTerminal;
     if file.as_os_str() != "-" {
         let key = generate_key_file(&file)?;
         if json {
@@ -179,10 +178,8 @@ fn keygen(file: PathBuf, json: bool) -> anyhow::Result<i32> {
         }
         return Ok(exit::OK);
     }
+    cryptimg_cli::refuse_terminal_stdout("a raw key", "to a file or a pipe")?;
     let stdout = std::io::stdout();
-    if stdout.is_terminal() {
-        anyhow::bail!("refusing to write a raw key to a terminal; redirect standard output to a file or a pipe");
-    }
     let key = libimage::engine::keyfile::generate_key_to(&mut stdout.lock(), "standard output")?;
     if json {
         eprintln!("{}", key_json(&file, key.identifier(), "keygen")?);
