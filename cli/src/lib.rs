@@ -292,26 +292,14 @@ impl Progress for Bar {
     }
 }
 
-/// Parses a size like `64M`, `2G`, `4096` (binary units).
+/// Parses a size: `4096`, `64M`, `512MiB`, `1.5G`, `1GiB` (units are binary:
+/// K = KiB = 1024; case-insensitive; the `B` is optional), with the
+/// maintained `parse-size` crate. The one size parser of every tool.
 pub fn parse_size(s: &str) -> Result<u64, String> {
-    let s = s.trim();
-    let (num, mul) = match s.char_indices().last() {
-        Some((i, c)) if c.is_ascii_alphabetic() => {
-            let m = match c.to_ascii_uppercase() {
-                'K' => 1u64 << 10,
-                'M' => 1 << 20,
-                'G' => 1 << 30,
-                'T' => 1 << 40,
-                _ => return Err(format!("unknown size suffix {c:?} (use K, M, G or T)")),
-            };
-            (&s[..i], m)
-        }
-        _ => (s, 1),
-    };
-    num.parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(mul))
-        .ok_or_else(|| format!("invalid size {s:?}"))
+    parse_size::Config::new()
+        .with_binary()
+        .parse_size(s.trim())
+        .map_err(|e| format!("invalid size {s:?}: {e} (e.g. 4096, 512M, 1.5G, 1GiB)"))
 }
 
 #[cfg(test)]
@@ -332,5 +320,17 @@ mod tests {
         let p = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&p));
         assert!(!is_broken_pipe(&e));
+    }
+
+    #[test]
+    fn sizes_take_binary_units_fractions_and_iec_suffixes() {
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("512M"), Ok(512 << 20));
+        assert_eq!(parse_size("1GiB"), Ok(1 << 30));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert!(parse_size("5X").is_err());
+        assert!(parse_size("99999999999T").is_err());
+        assert!(parse_size("").is_err());
     }
 }

@@ -22,3 +22,26 @@ fn out_of_range_size_and_bad_suffix_share_the_usage_code() {
 }
 
 use std::path::Path;
+
+/// `--size` takes fractions and IEC suffixes (one parser, in cli/).
+#[test]
+fn size_accepts_fractions_and_iec_units() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+    std::fs::create_dir_all(t.path().join("src")).unwrap();
+    let (k, src) = (p("k"), p("src"));
+    let mkfs = env!("CARGO_BIN_EXE_mkfs-crypt");
+    assert!(Command::new(mkfs).args(["keygen", &k]).output().unwrap().status.success());
+    for (size, bytes) in [("1.5M", 3u64 << 19), ("1MiB", 1 << 20), ("512k", 512 << 10)] {
+        let img = p(&format!("{size}.img"));
+        let o = Command::new(mkfs)
+            .args(["create", &img, "--root", &src, "--key-file", &k, "--size", size, "--json"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "--size {size}: {}", String::from_utf8_lossy(&o.stderr));
+        let fsck = testkit::workspace_bin("fsck-crypt");
+        let o = Command::new(fsck).args(["info", &img, "--json"]).output().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v["max_blocks"].as_u64(), Some(bytes / 4096), "--size {size}: {v}");
+    }
+}
