@@ -384,6 +384,8 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
         .with(|src| lifecycle::update(&mut img, &a.snapshot, src, &keys, &opts, &bar))?;
     if a.out.json {
         print_json("update", &r)?;
+    } else if !a.out.quiet && !r.committed {
+        println!("snapshot {:?} is up to date: no changes (nothing written)", r.snapshot);
     } else if !a.out.quiet {
         let s = &r.stats;
         println!("updated snapshot {:?} (new data under key {})", r.snapshot, r.key_id);
@@ -395,6 +397,14 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
         println!("  unchanged   {} regular files kept (data still shared)", r.unchanged);
         println!("  deleted     {} entries", r.deleted);
         println!("  freed       {} extents, {} bytes", r.extents_freed, r.bytes_freed);
+    }
+    if r.missing > 0 && !a.out.quiet {
+        eprintln!(
+            "mkfs-crypt: note: {} entr{} of snapshot {:?} no longer in the source kept; pass --delete-missing to remove them",
+            r.missing,
+            if r.missing == 1 { "y" } else { "ies" },
+            r.snapshot
+        );
     }
     Ok(exit::OK)
 }

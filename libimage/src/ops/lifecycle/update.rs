@@ -20,6 +20,7 @@ use serde::Serialize;
 use crate::engine::image::{Image, Keyring};
 use crate::error::{Error, Location, Result};
 use crate::format::inode::Body;
+use crate::format::snapshot::Snapshot;
 use crate::ops::build::{BuildStats, Builder, Reproducible};
 use crate::ops::create::Source;
 use crate::progress::Progress;
@@ -53,6 +54,13 @@ pub struct UpdateReport {
     pub unchanged: u64,
     /// Entries removed by `delete_missing` (a removed directory counts once).
     pub deleted: u64,
+    /// Without `delete_missing`, from a directory source: entries of the
+    /// snapshot the source no longer has, left in place (a directory counts
+    /// once). Always 0 for a tar source, which may be partial.
+    pub missing: u64,
+    /// False when nothing changed: no commit was made, the image file is
+    /// untouched.
+    pub committed: bool,
     /// Extents no snapshot references any more, freed at the commit.
     pub extents_freed: u64,
     pub bytes_freed: u64,
@@ -143,6 +151,8 @@ pub fn update(
         }
     }
     let before: Vec<(u64, u32)> = img.meta().extents.values().map(|e| (e.id, e.blocks)).collect();
+    let snapshot_before = img.meta().snapshots[si].clone();
+    let from_dir = matches!(source, Source::Dir(_));
 
     let mut seen = HashSet::new();
     let (stats, unchanged) = {
@@ -150,7 +160,7 @@ pub fn update(
         progress.start("update", None);
         let mut sink = Recorder {
             inner: &mut b,
-            seen: opts.delete_missing.then_some(&mut seen),
+            seen: from_dir.then_some(&mut seen),
             skip_unchanged: !opts.rewrite_all,
             unchanged: 0,
         };
@@ -163,7 +173,10 @@ pub fn update(
         (b.finish(), unchanged)
     };
 
-    let mut deleted = 0;
+    let (mut deleted, mut missing) = (0, 0);
+    if from_dir && !opts.delete_missing {
+        missing = absent_entries(img, si, keys, &seen)?.len() as u64;
+    }
     if opts.delete_missing {
         let doomed = absent_entries(img, si, keys, &seen)?;
         if !doomed.is_empty() {
@@ -175,7 +188,11 @@ pub fn update(
         }
         deleted = doomed.len() as u64;
     }
-    img.commit(opts.time)?;
+    // Nothing changed: write nothing (no new generation, no new commit time).
+    let committed = !same_but_atimes(&img.meta().snapshots[si], &snapshot_before);
+    if committed {
+        img.commit(opts.time)?;
+    }
 
     let (mut extents_freed, mut bytes_freed) = (0, 0);
     for (id, blocks) in before {
@@ -190,9 +207,25 @@ pub fn update(
         stats,
         unchanged,
         deleted,
+        missing,
+        committed,
         extents_freed,
         bytes_freed,
     })
+}
+
+/// True when `a` and `b` differ at most in access times: reading the source
+/// tree moves its directories' atimes, which is no reason for a commit.
+fn same_but_atimes(a: &Snapshot, b: &Snapshot) -> bool {
+    (a.policy, a.root, a.next_ino, a.created, a.inodes.len()) == (b.policy, b.root, b.next_ino, b.created, b.inodes.len())
+        && a.inodes.iter().zip(&b.inodes).all(|((ka, ia), (kb, ib))| {
+            ka == kb
+                && (ia == ib || {
+                    let mut c = ia.clone();
+                    c.atime = ib.atime;
+                    c == *ib
+                })
+        })
 }
 
 /// Every entry `(directory, encrypted name, inode)` of snapshot `si` whose
