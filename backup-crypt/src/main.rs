@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 use cryptimg_cli::quote::QuotingStyle;
-use cryptimg_cli::{exit, flag_hint, load_keys, main_with, parse_args, OutputArgs};
+use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
 use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 
@@ -190,7 +190,7 @@ fn restore(
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
     let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar).map_err(|e| {
-        flag_hint(
+        cryptimg_cli::archive_error(
             e,
             "name every base backup of the chain with --base, and a new snapshot name with --snapshot",
         )
@@ -217,7 +217,8 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
     if is_ext4 {
         return ext4::list(r);
     }
-    let (manifest, entries) = backup::list_backup(&mut r, &keys)?;
+    let (manifest, entries) =
+        backup::list_backup(&mut r, &keys).map_err(|e| cryptimg_cli::archive_error(e, "check the arguments and try again"))?;
     let what = format!("backup {} (snapshot {:?})", manifest.backup_id, manifest.snapshot);
     cryptimg_cli::warn_unneeded_keys(TOOL, &what, &keys, &manifest.keys_needed);
     let mut out = std::io::stdout().lock();
@@ -252,7 +253,8 @@ fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32
     if is_ext4 {
         return ext4::verify(r);
     }
-    let rep = backup::verify_backup(&mut r, &bases).map_err(|e| flag_hint(e, "name every base backup of the chain with --base"))?;
+    let rep = backup::verify_backup(&mut r, &bases)
+        .map_err(|e| cryptimg_cli::archive_error(e, "name every base backup of the chain with --base"))?;
     if json {
         cryptimg_cli::json::print(TOOL, "verify", &rep)?;
         return Ok(exit::OK);

@@ -114,15 +114,53 @@ pub fn flag_hint(e: libimage::Error, hint: &'static str) -> anyhow::Error {
     }
 }
 
+/// The error and its causes on one line, `: `-separated, each cause once:
+/// an error whose text already ends with its source's text (libimage's
+/// `Io` prints "context: source") does not repeat it.
+pub fn message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.ends_with(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
+}
+
+/// The hint for damage found while reading a backup archive.
+pub const ARCHIVE_DAMAGED: &str =
+    "the archive is damaged or was not written by cryptimg: `backup-crypt verify ARCHIVE` reports where; use another copy";
+
+/// For a command that reads an archive (`list`, `verify`, `restore`):
+/// corruption found outside an image (the tar and pax layer, the members) is
+/// the archive's, and gets [`ARCHIVE_DAMAGED`] instead of an image hint;
+/// `Invalid` gets `flag` (as [`flag_hint`]); other errors pass unchanged.
+pub fn archive_error(e: libimage::Error, flag: &'static str) -> anyhow::Error {
+    match &e {
+        libimage::Error::Corrupt { at, .. } if !(at.what.starts_with("image") || at.what.starts_with("superblock")) => {
+            anyhow::Error::new(FlagHint {
+                error: e,
+                hint: ARCHIVE_DAMAGED,
+            })
+        }
+        _ => flag_hint(e, flag),
+    }
+}
+
 /// Prints an error with its hint on stderr.
 pub fn report_error(tool: &str, e: &anyhow::Error) {
-    eprintln!("{tool}: error: {e:#}");
+    eprintln!("{tool}: error: {}", message(e));
     if let Some(h) = e.downcast_ref::<FlagHint>() {
         eprintln!("{tool}: hint: {}", h.hint);
     }
     if let Some(le) = e.downcast_ref::<libimage::Error>() {
         eprintln!("{tool}: hint: {}", le.hint());
-        if matches!(le, libimage::Error::Corrupt { at, .. } if at.what.contains("metadata")) {
+        if matches!(le, libimage::Error::Corrupt { at, .. } if at.what.contains("metadata") && !at.is_archive()) {
             eprintln!(
                 "{tool}: hint: if only the newest commit is damaged, `fsck-crypt check --repair IMAGE` rolls back to the \
                  previous generation (losing that commit)"
@@ -320,6 +358,17 @@ mod tests {
         let p = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert!(is_broken_pipe(&p));
         assert!(!is_broken_pipe(&e));
+    }
+
+    #[test]
+    fn an_io_cause_is_printed_once() {
+        let io = std::io::Error::from(std::io::ErrorKind::NotFound);
+        let e = anyhow::Error::new(libimage::Error::io("opening /x", io));
+        let m = message(&e);
+        assert_eq!(m.matches("not found").count(), 1, "{m}");
+        assert!(m.starts_with("opening /x: "), "{m}");
+        let c = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(message(&c), "outer: inner");
     }
 
     #[test]

@@ -122,6 +122,14 @@ pub struct Location {
     pub offset: Option<u64>,
 }
 
+impl Location {
+    /// True for a place in a backup archive (the backup reader names them
+    /// "backup member …", "backup tar header …", "backup manifest …").
+    pub fn is_archive(&self) -> bool {
+        self.what.starts_with("backup ")
+    }
+}
+
 impl fmt::Display for Location {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.offset {
@@ -181,6 +189,10 @@ impl Error {
     pub fn hint(&self) -> &'static str {
         match self {
             Error::Io { .. } => "check the path, permissions and free disk space",
+            // Bytes of a backup archive: the archive is damaged, not an image.
+            Error::Corrupt { at, .. } if at.is_archive() => {
+                "the archive is damaged or was not written by cryptimg; verify it, or use another copy"
+            }
             Error::Corrupt { kind, .. } => kind.hint(),
             Error::Unsupported(_) => "use a newer cryptimg, or rebuild the image",
             Error::Invalid(_) => "check the arguments and try again",
