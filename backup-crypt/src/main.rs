@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
+use cryptimg_cli::human::bytes as hb;
 use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
@@ -155,14 +156,18 @@ fn create(c: CreateCmd) -> anyhow::Result<i32> {
         cryptimg_cli::json::to_string(TOOL, "create", &report)?
     } else {
         format!(
-            "backup {} of snapshot {:?}{}: {} members, {} bytes of ciphertext stored, {} extents referenced from the base, archive {} bytes",
+            "backup {} of snapshot {:?}{}: {} members, {} of ciphertext stored, {} extents referenced from the base, archive {}",
             report.backup_id,
             report.snapshot,
-            report.base_backup_id.as_ref().map(|b| format!(" (incremental on {b})")).unwrap_or_default(),
+            report
+                .base_backup_id
+                .as_ref()
+                .map(|b| format!(" (incremental on {b})"))
+                .unwrap_or_default(),
             report.members,
-            report.stored_bytes,
+            hb(report.stored_bytes),
             report.base_items,
-            report.archive_bytes
+            hb(report.archive_bytes)
         )
     };
     if !quiet || json {
@@ -260,11 +265,11 @@ fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32
         return Ok(exit::OK);
     }
     println!(
-        "ok: backup {} of snapshot {:?}: {} members, {} stored bytes, {} extents ({} with every block checked against their crc32c)",
+        "ok: backup {} of snapshot {:?}: {} members, {} stored, {} extents ({} with every block checked against their crc32c)",
         rep.manifest.backup_id,
         rep.manifest.snapshot,
         rep.stats.members,
-        rep.stats.stored_bytes,
+        hb(rep.stats.stored_bytes),
         rep.stats.extents,
         rep.stats.extents_checked
     );

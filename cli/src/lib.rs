@@ -9,6 +9,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use libimage::engine::image::Keyring;
 use libimage::progress::Progress;
 
+pub mod human;
 pub mod json;
 pub mod quote;
 pub mod source;

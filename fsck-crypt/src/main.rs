@@ -7,6 +7,7 @@ use std::io::Write;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use cryptimg_cli::human::{bytes as hb, utc_date};
 use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
 use libimage::engine::image::{Access, Image};
@@ -114,7 +115,8 @@ fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
     println!("image        {}", image.display());
     println!("format       v{}, block size {}", i.format_version, i.block_size);
     println!("uuid         {}", i.uuid);
-    println!("generation   {}", i.generation);
+    println!("generation   {}, committed {}", i.generation, utc_date(i.commit_time));
+    println!("file size    {} ({} on disk)", hb(i.file_bytes), hb(i.disk_bytes));
     println!(
         "blocks       {} total, {} free{}",
         i.total_blocks,
@@ -122,12 +124,20 @@ fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
         if i.max_blocks == 0 {
             " (grows as needed)".to_string()
         } else {
-            format!(" (fixed at {})", i.max_blocks)
+            format!(" (fixed at {}, {})", i.max_blocks, hb(i.max_blocks * i.block_size as u64))
         }
     );
     println!("extents      {}", i.extents);
     for s in &i.snapshots {
-        println!("snapshot {:?}: {} inodes, policy key {}", s.name, s.inodes, s.policy);
+        println!(
+            "snapshot {:?}: {} inodes, {} in files, {} of extents, created {}, policy key {}",
+            s.name,
+            s.inodes,
+            hb(s.file_bytes),
+            hb(s.extent_bytes),
+            utc_date(s.created),
+            s.policy
+        );
         println!("  needs keys {}", s.keys_needed.join(", "));
         for (k, n) in &s.extents_by_key {
             println!("  {n} extents under {k}");
@@ -266,12 +276,14 @@ fn check(a: CheckArgs) -> anyhow::Result<i32> {
         }
     }
     let b = &r.summary.bytes_checked;
-    write!(out, "checked {} bytes of metadata", b.metadata)?;
+    write!(out, "checked {} of metadata", hb(b.metadata))?;
     if a.data {
         write!(
             out,
-            ", {} bytes of data in {} extents ({} with a given key)",
-            b.data, b.extents_scrubbed, b.extents_verified_with_key
+            ", {} of data in {} extents ({} with a given key)",
+            hb(b.data),
+            b.extents_scrubbed,
+            b.extents_verified_with_key
         )?;
     }
     writeln!(out)?;

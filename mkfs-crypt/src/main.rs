@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 mod ext4_cmd;
+use cryptimg_cli::human::bytes as hb;
 use cryptimg_cli::source::SourceArgs;
 use cryptimg_cli::{commit_time, exit, load_key, load_keys, main_with, parse_args, parse_size, source_date_epoch, OutputArgs};
 use libimage::engine::image::{Access, Image};
@@ -155,9 +156,9 @@ fn compact(a: CompactArgs) -> anyhow::Result<i32> {
         print_json("compact", &r)?;
     } else if !a.out.quiet {
         println!("compacted {}", a.image.display());
-        println!("  moved       {} extents, {} bytes", r.extents_moved, r.bytes_moved);
-        println!("  size        {} -> {} bytes", r.file_bytes_before, r.file_bytes_after);
-        println!("  on disk     {} -> {} bytes", r.disk_bytes_before, r.disk_bytes_after);
+        println!("  moved       {} extents, {}", r.extents_moved, hb(r.bytes_moved));
+        println!("  size        {} -> {}", hb(r.file_bytes_before), hb(r.file_bytes_after));
+        println!("  on disk     {} -> {}", hb(r.disk_bytes_before), hb(r.disk_bytes_after));
         println!("  commits     {}", r.commits);
     }
     Ok(exit::OK)
@@ -282,8 +283,8 @@ fn create(a: CreateArgs) -> anyhow::Result<i32> {
             "  files       {} regular, {} dirs, {} symlinks, {} hard links, {} special",
             s.files, s.dirs, s.symlinks, s.hardlinks, s.specials
         );
-        println!("  bytes       {} in {} extents", s.bytes, s.extents);
-        println!("  image size  {} bytes", report.image_bytes);
+        println!("  bytes       {} in {} extents", hb(s.bytes), s.extents);
+        println!("  image size  {}", hb(report.image_bytes));
     }
     Ok(exit::OK)
 }
@@ -307,10 +308,11 @@ fn snapshot(a: SnapshotArgs) -> anyhow::Result<i32> {
         println!("snapshot {:?} created from {:?}", r.name, r.from);
         println!("  inodes      {}", r.inodes);
         println!(
-            "  shared      {} extents, {} bytes (no data copied)",
-            r.extents_shared, r.bytes_shared
+            "  shared      {} extents, {} (no data copied)",
+            r.extents_shared,
+            hb(r.bytes_shared)
         );
-        println!("  metadata    {} -> {} bytes", r.metadata_bytes_before, r.metadata_bytes_after);
+        println!("  metadata    {} -> {}", hb(r.metadata_bytes_before), hb(r.metadata_bytes_after));
     }
     Ok(exit::OK)
 }
@@ -359,8 +361,11 @@ fn rekey(a: RekeyArgs) -> anyhow::Result<i32> {
                 r.names, r.dirs, r.symlinks
             );
             println!(
-                "  extents     {} re-encrypted ({} bytes), {} already under the new key, {} left under other keys",
-                r.extents_reencrypted, r.bytes_reencrypted, r.extents_already_new, r.extents_other_keys
+                "  extents     {} re-encrypted ({}), {} already under the new key, {} left under other keys",
+                r.extents_reencrypted,
+                hb(r.bytes_reencrypted),
+                r.extents_already_new,
+                r.extents_other_keys
             );
             println!("  commits     {}", r.commits);
         }
@@ -393,10 +398,10 @@ fn update(a: UpdateArgs) -> anyhow::Result<i32> {
             "  written     {} regular, {} dirs, {} symlinks, {} hard links, {} special",
             s.files, s.dirs, s.symlinks, s.hardlinks, s.specials
         );
-        println!("  bytes       {} in {} extents", s.bytes, s.extents);
+        println!("  bytes       {} in {} extents", hb(s.bytes), s.extents);
         println!("  unchanged   {} regular files kept (data still shared)", r.unchanged);
         println!("  deleted     {} entries", r.deleted);
-        println!("  freed       {} extents, {} bytes", r.extents_freed, r.bytes_freed);
+        println!("  freed       {} extents, {}", r.extents_freed, hb(r.bytes_freed));
     }
     if r.missing > 0 && !a.out.quiet {
         eprintln!(
@@ -417,8 +422,10 @@ fn delete(a: DeleteArgs) -> anyhow::Result<i32> {
     } else if !a.out.quiet {
         println!("deleted snapshot {:?} ({} inodes)", r.snapshot, r.inodes);
         println!(
-            "  freed       {} extents, {} bytes ({} extents still shared)",
-            r.extents_freed, r.bytes_freed, r.extents_kept
+            "  freed       {} extents, {} ({} extents still shared)",
+            r.extents_freed,
+            hb(r.bytes_freed),
+            r.extents_kept
         );
     }
     Ok(exit::OK)

@@ -161,6 +161,11 @@ pub struct ImageInfo {
     pub free_blocks: u64,
     pub commit_time: i64,
     pub extents: usize,
+    /// Length of the image file in bytes.
+    pub file_bytes: u64,
+    /// Bytes the image file occupies on disk (allocated blocks: less than
+    /// `file_bytes` when it has holes).
+    pub disk_bytes: u64,
     pub snapshots: Vec<SnapshotInfo>,
 }
 
@@ -176,11 +181,17 @@ pub struct SnapshotInfo {
     pub extents_by_key: std::collections::BTreeMap<String, u64>,
     pub inodes: usize,
     pub created: i64,
+    /// Sum of the sizes of the snapshot's regular files (each inode once).
+    pub file_bytes: u64,
+    /// Bytes of the extents the snapshot references (each extent once;
+    /// extents shared with other snapshots count here too).
+    pub extent_bytes: u64,
 }
 
 /// Collects [`ImageInfo`] from an open image.
 pub fn info(img: &Image) -> ImageInfo {
     let sb = img.superblock();
+    let md = img.file().metadata().ok();
     let snapshots = img
         .meta()
         .snapshots
@@ -188,11 +199,14 @@ pub fn info(img: &Image) -> ImageInfo {
         .map(|s| {
             let mut by_key = std::collections::BTreeMap::new();
             let mut seen = std::collections::HashSet::new();
+            let (mut file_bytes, mut extent_bytes) = (0u64, 0u64);
             for i in s.inodes.values() {
                 if let crate::format::inode::Body::File { map } = &i.body {
+                    file_bytes = file_bytes.saturating_add(i.size);
                     for m in map {
                         if let (true, Some(e)) = (seen.insert(m.extent), img.meta().extents.get(&m.extent)) {
                             *by_key.entry(e.ctx.key.to_string()).or_insert(0) += 1;
+                            extent_bytes = extent_bytes.saturating_add(u64::from(e.blocks) * BLOCK_SIZE as u64);
                         }
                     }
                 }
@@ -204,6 +218,8 @@ pub fn info(img: &Image) -> ImageInfo {
                 extents_by_key: by_key,
                 inodes: s.inodes.len(),
                 created: s.created,
+                file_bytes,
+                extent_bytes,
             }
         })
         .collect();
@@ -217,6 +233,10 @@ pub fn info(img: &Image) -> ImageInfo {
         free_blocks: img.free_blocks(),
         commit_time: sb.commit_time,
         extents: img.meta().extents.len(),
+        file_bytes: md.as_ref().map_or(0, |m| m.len()),
+        disk_bytes: md
+            .as_ref()
+            .map_or(0, |m| std::os::unix::fs::MetadataExt::blocks(m).saturating_mul(512)),
         snapshots,
     }
 }
