@@ -26,7 +26,7 @@ No command needs a key; `list --key-file` only shows real names.";
 #[derive(Parser)]
 #[command(
     name = "backup-crypt",
-    version,
+    version = cryptimg_cli::version!(),
     about = "Back up and restore encrypted images as ciphertext, without keys",
     after_help = EXIT_CODES
 )]
@@ -42,6 +42,7 @@ struct Cli {
 enum Cmd {
     /// Stream a snapshot out of IMAGE as a pax archive (the image is only read).
     Create {
+        /// The image to back up (only read).
         image: PathBuf,
         /// Output archive, or `-` for standard output.
         #[arg(short = 'o', long = "output")]
@@ -63,6 +64,7 @@ enum Cmd {
     Restore {
         /// Input archive, or `-` for standard input.
         input: PathBuf,
+        /// The image to restore into: a new file, or an existing image that gets a new snapshot.
         image: PathBuf,
         /// Name of the restored snapshot (default: the archived name).
         #[arg(long)]
@@ -80,6 +82,7 @@ enum Cmd {
     List {
         /// Input archive, or `-` for standard input.
         input: PathBuf,
+        /// Print the manifest and members as JSON.
         #[arg(long)]
         json: bool,
         /// Key file(s) to show real names (repeatable; `-` = stdin once).
@@ -97,6 +100,7 @@ enum Cmd {
         /// Base backup(s) of an incremental archive, to check references too.
         #[arg(long = "base")]
         bases: Vec<PathBuf>,
+        /// Print the verification report as JSON.
         #[arg(long)]
         json: bool,
     },
@@ -322,4 +326,18 @@ fn main() {
         } => list(input, json, key_file, quoting_style),
         Cmd::Verify { input, bases, json } => verify(input, bases, json),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and flag has a help line (`--help`, man pages).
+    #[test]
+    fn every_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let missing = cryptimg_cli::args_without_help(&cmd);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

@@ -28,7 +28,7 @@ For `check`, warnings (a damaged spare superblock slot) count as errors left unc
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Parser)]
-#[command(name = "fsck-crypt", version, about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
+#[command(name = "fsck-crypt", version = cryptimg_cli::version!(), about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
 struct Cli {
     /// When another process holds the image, wait for it instead of failing.
     #[arg(long, global = true)]
@@ -41,15 +41,19 @@ struct Cli {
 enum Cmd {
     /// Superblock, snapshots, and the key ids each snapshot needs (no key required).
     Info {
+        /// The image file (cryptimg or ext4).
         image: PathBuf,
+        /// Print the information as JSON.
         #[arg(long)]
         json: bool,
     },
     /// List a directory: no-key names without a key, real names with one.
     Ls {
+        /// The image file.
         image: PathBuf,
         /// Directory or file inside the snapshot (real names with a key, no-key names without).
         path: Option<String>,
+        /// Snapshot to list (default: the only one, or `main`).
         #[arg(long)]
         snapshot: Option<String>,
         /// Key file(s) (repeatable; `-` = stdin once).
@@ -71,6 +75,7 @@ enum Cmd {
     /// Write a snapshot's tree (or only PATHs) back to DEST with all metadata (ownership and devices
     /// only as root), or as a pax tar stream to standard output when DEST is `-`.
     Extract {
+        /// The image file.
         image: PathBuf,
         /// Destination directory (absent or empty), or `-` for a pax tar stream on standard output
         /// (refused on a terminal).
@@ -78,10 +83,13 @@ enum Cmd {
         /// Paths inside the snapshot to extract (a directory means its subtree), with their parent
         /// directories; all of it when none.
         paths: Vec<PathBuf>,
+        /// Snapshot to extract (default: the only one, or `main`).
         #[arg(long)]
         snapshot: Option<String>,
+        /// Key file(s) (repeatable; `-` = stdin once).
         #[arg(long, required = true)]
         key_file: Vec<PathBuf>,
+        /// No progress bar.
         #[arg(long)]
         no_progress: bool,
         /// Print the summary as JSON (on standard error with DEST `-`).
@@ -90,6 +98,7 @@ enum Cmd {
     },
     /// Print one regular file's contents to standard output.
     Cat {
+        /// The image file.
         image: PathBuf,
         /// The file inside the snapshot (real names; `.` and `..` work as in a shell).
         path: PathBuf,
@@ -213,6 +222,7 @@ fn ls_json(name: &[u8], i: &libimage::format::inode::Inode) -> serde_json::Value
 
 #[derive(Args)]
 struct CheckArgs {
+    /// The image file to check.
     image: PathBuf,
     /// Key file(s) to verify (repeatable; `-` = stdin once).
     #[arg(long)]
@@ -230,6 +240,7 @@ struct CheckArgs {
     /// link counts, in one copy-on-write commit.
     #[arg(long)]
     repair: bool,
+    /// No progress bar.
     #[arg(long)]
     no_progress: bool,
 }
@@ -422,4 +433,18 @@ fn main() {
             key_file,
         } => cat(image, path, snapshot, key_file),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and flag has a help line (`--help`, man pages).
+    #[test]
+    fn every_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let missing = cryptimg_cli::args_without_help(&cmd);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

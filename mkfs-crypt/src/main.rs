@@ -23,7 +23,7 @@ use libimage::ops::lifecycle::{self, RekeyOptions, UpdateOptions};
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 #[derive(Parser)]
-#[command(name = "mkfs-crypt", version, about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
+#[command(name = "mkfs-crypt", version = cryptimg_cli::version!(), about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
 struct Cli {
     /// When another process holds the image, wait for it instead of failing.
     #[arg(long, global = true)]
@@ -453,4 +453,18 @@ fn main() {
         Cmd::Update(a) => update(a),
         Cmd::Delete(a) => delete(a),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    /// Every argument and flag has a help line (`--help`, man pages).
+    #[test]
+    fn every_argument_has_help() {
+        let cmd = super::Cli::command();
+        cmd.clone().debug_assert();
+        let missing = cryptimg_cli::args_without_help(&cmd);
+        assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+    }
 }

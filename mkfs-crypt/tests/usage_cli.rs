@@ -45,3 +45,20 @@ fn size_accepts_fractions_and_iec_units() {
         assert_eq!(v["max_blocks"].as_u64(), Some(bytes / 4096), "--size {size}: {v}");
     }
 }
+
+/// `--version` names the git revision the binary was built from.
+#[test]
+fn version_shows_the_git_revision() {
+    let o = Command::new(env!("CARGO_BIN_EXE_mkfs-crypt")).arg("--version").output().unwrap();
+    let v = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success());
+    let head = Command::new("git")
+        .args(["rev-parse", "--short", "HEAD"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string());
+    let rev = head.unwrap_or_else(|| "unknown".into());
+    assert!(v.contains(&format!("(git {rev})")), "{v} (HEAD {rev})");
+}
