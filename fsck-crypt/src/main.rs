@@ -3,10 +3,11 @@
 
 mod ext4;
 
+mod args;
+use args::*;
 use std::io::Write;
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
 use cryptimg_cli::human::{bytes as hb, utc_date};
 use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar};
@@ -20,96 +21,6 @@ use libimage::ops::read::TreeReader;
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOOL: &str = "fsck-crypt";
-
-const EXIT_CODES: &str =
-    "Exit codes (fsck bitmask): 0 clean, 1 errors fixed, 4 errors left uncorrected / corrupt image (5 = some fixed, some left), \
-8 operational error, 16 usage error, 64 key problem (a needed key not given; for `check`, a given key matching nothing). \
-For `check`, warnings (a damaged spare superblock slot) count as errors left uncorrected; notes do not.\n\
-Keys are read from files (or `-` for stdin), never from the command line.";
-
-#[derive(Parser)]
-#[command(name = "fsck-crypt", version = cryptimg_cli::version!(), about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
-struct Cli {
-    /// When another process holds the image, wait for it instead of failing.
-    #[arg(long, global = true)]
-    wait: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Superblock, snapshots, and the key ids each snapshot needs (no key required).
-    Info {
-        /// The image file (cryptimg or ext4).
-        image: PathBuf,
-        /// Print the information as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// List a directory: no-key names without a key, real names with one.
-    Ls {
-        /// The image file.
-        image: PathBuf,
-        /// Directory or file inside the snapshot (real names with a key, no-key names without).
-        path: Option<String>,
-        /// Snapshot to list (default: the only one, or `main`).
-        #[arg(long)]
-        snapshot: Option<String>,
-        /// Key file(s) (repeatable; `-` = stdin once).
-        #[arg(long)]
-        key_file: Vec<PathBuf>,
-        /// How to print names: `escape` (C escapes, the default in a pipe), `shell-escape` (the
-        /// default on a terminal) or `literal` (raw bytes).
-        #[arg(long, value_enum)]
-        quoting_style: Option<QuotingStyle>,
-        /// Print the entries as JSON (exact names: `name` when UTF-8, else `name_base64`).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Check an image's integrity: keyless always, names and links with keys, data with --data.
-    ///
-    /// ext4 images (detected by magic) get the fscrypt invariants checked (contexts, flags, name and
-    /// symlink ciphertext, decryption with keys); structural repair of ext4 is e2fsck's job, not this tool's.
-    Check(CheckArgs),
-    /// Write a snapshot's tree (or only PATHs) back to DEST with all metadata (ownership and devices
-    /// only as root), or as a pax tar stream to standard output when DEST is `-`.
-    Extract {
-        /// The image file.
-        image: PathBuf,
-        /// Destination directory (absent or empty), or `-` for a pax tar stream on standard output
-        /// (refused on a terminal).
-        dest: PathBuf,
-        /// Paths inside the snapshot to extract (a directory means its subtree), with their parent
-        /// directories; all of it when none.
-        paths: Vec<PathBuf>,
-        /// Snapshot to extract (default: the only one, or `main`).
-        #[arg(long)]
-        snapshot: Option<String>,
-        /// Key file(s) (repeatable; `-` = stdin once).
-        #[arg(long, required = true)]
-        key_file: Vec<PathBuf>,
-        /// No progress bar.
-        #[arg(long)]
-        no_progress: bool,
-        /// Print the summary as JSON (on standard error with DEST `-`).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print one regular file's contents to standard output.
-    Cat {
-        /// The image file.
-        image: PathBuf,
-        /// The file inside the snapshot (real names; `.` and `..` work as in a shell).
-        path: PathBuf,
-        /// Snapshot to read (default: the only one, or `main`).
-        #[arg(long)]
-        snapshot: Option<String>,
-        /// Key file(s) (repeatable; `-` = stdin once).
-        #[arg(long, required = true)]
-        key_file: Vec<PathBuf>,
-    },
-}
 
 fn info(image: PathBuf, json: bool) -> anyhow::Result<i32> {
     if ext4::is_ext4(&image) {
@@ -218,31 +129,6 @@ fn ls_json(name: &[u8], i: &libimage::format::inode::Inode) -> serde_json::Value
         Err(_) => v["name_base64"] = base64::engine::general_purpose::STANDARD.encode(name).into(),
     }
     v
-}
-
-#[derive(Args)]
-struct CheckArgs {
-    /// The image file to check.
-    image: PathBuf,
-    /// Key file(s) to verify (repeatable; `-` = stdin once).
-    #[arg(long)]
-    key_file: Vec<PathBuf>,
-    /// Restrict the keyed checks, key coverage and --data to one snapshot.
-    #[arg(long)]
-    snapshot: Option<String>,
-    /// Also recompute the crc32c of every extent's ciphertext (a scrub).
-    #[arg(long)]
-    data: bool,
-    /// Print one JSON document (findings, repairs, summary).
-    #[arg(long)]
-    json: bool,
-    /// Fix refcounts, leaked blocks, a stale superblock slot, dangling entries, orphans and
-    /// link counts, in one copy-on-write commit.
-    #[arg(long)]
-    repair: bool,
-    /// No progress bar.
-    #[arg(long)]
-    no_progress: bool,
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<i32> {

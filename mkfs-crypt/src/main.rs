@@ -1,14 +1,13 @@
 //! mkfs-crypt: build encrypted images; manage snapshots and keys.
 //! Flags and output only; the work is done in libimage.
 
+mod args;
+use args::*;
 use std::path::PathBuf;
-
-use clap::{Args, Parser, Subcommand};
 
 mod ext4_cmd;
 use cryptimg_cli::human::bytes as hb;
-use cryptimg_cli::source::SourceArgs;
-use cryptimg_cli::{commit_time, exit, load_key, load_keys, main_with, parse_args, parse_size, source_date_epoch, OutputArgs};
+use cryptimg_cli::{commit_time, exit, load_key, load_keys, main_with, parse_args, source_date_epoch};
 use libimage::engine::image::{Access, Image};
 use libimage::engine::keyfile::generate_key_file;
 use libimage::ops::build::Reproducible;
@@ -21,126 +20,6 @@ use libimage::ops::lifecycle::{self, RekeyOptions, UpdateOptions};
 /// (not the shared `cli` library) uses mimalloc.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
-#[derive(Parser)]
-#[command(name = "mkfs-crypt", version = cryptimg_cli::version!(), about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
-struct Cli {
-    /// When another process holds the image, wait for it instead of failing.
-    #[arg(long, global = true)]
-    wait: bool,
-    #[command(subcommand)]
-    cmd: Cmd,
-}
-
-const EXIT_CODES: &str = "Exit codes: 0 success, 4 corrupt input (tar, image), 8 operational error (I/O, refused), 16 usage error, 64 key problem (a needed key not given).\n\
-Keys are read from files (or `-` for stdin), never from the command line.";
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Build a new image from a directory tree or a tar stream.
-    Create(CreateArgs),
-    /// Write a new random 64-byte master key (mode 0600) and print its identifier.
-    Keygen {
-        /// Where to write the key; must not exist. `-` writes the raw key to standard output
-        /// (refused on a terminal) and the identifier to standard error.
-        file: PathBuf,
-        /// Print the identifier as JSON (on standard error with `-`).
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print a key file's identifier (the one `fscryptctl add_key` prints).
-    Keyid {
-        /// The raw key file (32..64 bytes), or `-` for standard input.
-        key_file: PathBuf,
-        /// Print the identifier as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Move data down into free space and cut the image file to what is in use (no key needed).
-    Compact(CompactArgs),
-    /// Add a snapshot sharing every extent of an existing one (copies metadata only; no key needed).
-    Snapshot(SnapshotArgs),
-    /// Move a snapshot to a new key: names and symlink targets now, data with --reencrypt.
-    Rekey(RekeyArgs),
-    /// Add or replace files of a snapshot from a directory tree or a tar stream.
-    Update(UpdateArgs),
-    /// Delete a snapshot, freeing the extents no other snapshot shares (no key needed).
-    Delete(DeleteArgs),
-}
-
-#[derive(Args)]
-struct SnapshotArgs {
-    /// The image to change.
-    image: PathBuf,
-    /// The snapshot to copy.
-    #[arg(long)]
-    from: String,
-    /// Name of the new snapshot.
-    #[arg(long)]
-    name: String,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-#[derive(Args)]
-struct RekeyArgs {
-    /// The image to change.
-    image: PathBuf,
-    /// The snapshot to move to the new key.
-    #[arg(long)]
-    snapshot: String,
-    /// Key file(s) the snapshot is under now (repeatable; `-` = stdin once).
-    #[arg(long, required = true)]
-    old_key_file: Vec<PathBuf>,
-    /// Key file of the new key (`-` = stdin).
-    #[arg(long)]
-    new_key_file: PathBuf,
-    /// Also re-encrypt every data extent under the new key, so the snapshot needs only it.
-    #[arg(long)]
-    reencrypt: bool,
-    /// Continue an interrupted rekey (a plain re-run does the same: finished work is skipped).
-    #[arg(long)]
-    resume: bool,
-    /// Commit --reencrypt work in batches of this size (e.g. 256M).
-    #[arg(long, value_parser = parse_size, default_value = "256M")]
-    batch_size: u64,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-#[derive(Args)]
-struct UpdateArgs {
-    /// The image to change.
-    image: PathBuf,
-    /// The snapshot to update.
-    #[arg(long)]
-    snapshot: String,
-    #[command(flatten)]
-    source: SourceArgs,
-    /// Key file(s): the snapshot's policy key, plus any key its directories are under (repeatable; `-` = stdin once).
-    #[arg(long, required = true)]
-    key_file: Vec<PathBuf>,
-    /// Also delete every file and directory the source directory no longer has (not with --tar).
-    #[arg(long, conflicts_with = "tar")]
-    delete_missing: bool,
-    /// Rewrite every file; by default a file whose size, mtime, mode, owner and xattrs are unchanged is kept
-    /// (its data stays shared with other snapshots, under the key it has).
-    #[arg(long)]
-    rewrite_all: bool,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-#[derive(Args)]
-struct CompactArgs {
-    /// The image to compact.
-    image: PathBuf,
-    /// Commit moved data in batches of this size (e.g. 256M); an interrupted run keeps finished batches.
-    #[arg(long, value_parser = parse_size, default_value = "256M")]
-    batch_size: u64,
-    #[command(flatten)]
-    out: OutputArgs,
-}
 
 fn compact(a: CompactArgs) -> anyhow::Result<i32> {
     let mut img = open_rw(&a.image)?;
@@ -188,55 +67,6 @@ fn keygen(file: PathBuf, json: bool) -> anyhow::Result<i32> {
         eprintln!("{}", key.identifier());
     }
     Ok(exit::OK)
-}
-
-#[derive(Args)]
-struct DeleteArgs {
-    /// The image to change.
-    image: PathBuf,
-    /// The snapshot to delete (not the image's last one).
-    #[arg(long)]
-    snapshot: String,
-    #[command(flatten)]
-    out: OutputArgs,
-}
-
-#[derive(Args)]
-struct CreateArgs {
-    /// The image file to create.
-    image: PathBuf,
-    #[command(flatten)]
-    source: SourceArgs,
-    /// Source cryptimg image whose snapshot (--snapshot, else its only one) is exported (--format ext4).
-    #[arg(long, group = "source")]
-    from_image: Option<PathBuf>,
-    /// Raw master key file (32..64 bytes), or `-` for standard input. With --from-image, repeat it
-    /// for every key the snapshot uses; the snapshot's policy key encrypts the ext4 image.
-    #[arg(long, required = true)]
-    key_file: Vec<PathBuf>,
-    /// Image format: `cryptimg` (default) or `ext4` (a kernel-mountable ext4 filesystem with fscrypt v2).
-    #[arg(long, value_parser = ["cryptimg", "ext4"], default_value = "cryptimg")]
-    format: String,
-    /// ext4: name of the encrypted top-level directory holding the tree.
-    #[arg(long, default_value = "data")]
-    encrypted_dir: String,
-    /// ext4: leave out the journal.
-    #[arg(long)]
-    no_journal: bool,
-    /// Name of the first snapshot (cryptimg; default main), or the snapshot to export (--from-image).
-    #[arg(long)]
-    snapshot: Option<String>,
-    /// Byte-identical output for identical input and key (implied by SOURCE_DATE_EPOCH).
-    #[arg(long)]
-    deterministic: bool,
-    /// Replace an existing image.
-    #[arg(long)]
-    force: bool,
-    /// Fix the image size (e.g. 512M); by default it grows as needed (ext4: computed from the source).
-    #[arg(long, value_parser = parse_size)]
-    size: Option<u64>,
-    #[command(flatten)]
-    out: OutputArgs,
 }
 
 fn create(a: CreateArgs) -> anyhow::Result<i32> {
