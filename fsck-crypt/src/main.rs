@@ -94,14 +94,16 @@ fn ls(
         cryptimg_cli::warn_unneeded_keys(TOOL, &format!("snapshot {:?}", snap.name), &keys, &needed);
     }
     let r = TreeReader::new(&img, snap, &keys);
-    let ino = r.lookup(path.as_deref().unwrap_or("").as_bytes())?;
+    // Resolved as `cat` resolves: `.`, `..` and repeated `/` as in a shell.
+    let chain = libimage::ops::read::select::resolve(&r, path.as_deref().unwrap_or("").as_bytes())?;
+    let ino = chain.last().map_or(snap.root, |(_, i)| *i);
     let mut out = std::io::stdout().lock();
     let target = r.inode(ino)?;
     let entries: Vec<(Vec<u8>, &libimage::format::inode::Inode)> = if target.is_dir() {
         r.list(ino)?.into_iter().map(|l| (l.name, l.inode)).collect()
     } else {
-        let name = path.as_deref().unwrap_or("").rsplit('/').find(|c| !c.is_empty()).unwrap_or("");
-        vec![(name.as_bytes().to_vec(), target)]
+        let name = chain.last().map(|(n, _)| n.clone()).unwrap_or_default();
+        vec![(name, target)]
     };
     if json {
         let list: Vec<serde_json::Value> = entries.iter().map(|(name, i)| ls_json(name, i)).collect();

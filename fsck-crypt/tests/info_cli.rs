@@ -39,3 +39,39 @@ fn info_prints_human_sizes_dates_and_snapshot_sizes() {
     assert_eq!(v["file_bytes"].as_u64(), Some(len), "{v}");
     assert!(v["disk_bytes"].as_u64().unwrap() > 0, "{v}");
 }
+
+/// `ls PATH` normalizes `.`, `..` and repeated `/` as a shell (and `cat`) do.
+#[test]
+fn ls_paths_normalize_like_a_shell() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+    std::fs::create_dir_all(t.path().join("src/docs/sub")).unwrap();
+    std::fs::write(t.path().join("src/docs/readme"), b"hello").unwrap();
+    std::fs::write(t.path().join("src/top"), b"t").unwrap();
+    let (k, img, src) = (p("k"), p("i.img"), p("src"));
+    let mkfs = testkit::workspace_bin("mkfs-crypt");
+    for args in [
+        vec!["keygen", &k],
+        vec!["create", &img, "--root", &src, "--key-file", &k, "--quiet"],
+    ] {
+        let o = Command::new(&mkfs).args(&args).output().unwrap();
+        assert!(o.status.success(), "mkfs-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let ls = |path: &str| {
+        let o = Command::new(env!("CARGO_BIN_EXE_fsck-crypt"))
+            .args(["ls", &img, path, "--key-file", &k, "--quoting-style", "literal"])
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "ls {path}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8(o.stdout).unwrap()
+    };
+    let docs = ls("docs");
+    assert!(docs.contains(" readme\n") && docs.contains(" sub\n"), "{docs}");
+    assert_eq!(ls("./docs"), docs);
+    assert_eq!(ls("docs/sub/.."), docs);
+    assert_eq!(ls("docs//./"), docs);
+    let root = ls("");
+    assert_eq!(ls(".."), root);
+    assert_eq!(ls("docs/.."), root);
+    assert!(ls("./docs/../top").ends_with(" top\n"));
+}
