@@ -26,7 +26,7 @@ pub fn info(image: &Path, json: bool) -> anyhow::Result<i32> {
             "encrypted_directories": r.policy_roots,
             "keys": r.keys,
         });
-        println!("{}", serde_json::to_string_pretty(&v)?);
+        cryptimg_cli::json::print("fsck-crypt", "info", &v)?;
         return Ok(exit::OK);
     }
     println!("image        {}", image.display());
@@ -68,7 +68,7 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
     let r = ext4::check::check(image, &keys, Ext4CheckOptions { data })?;
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", serde_json::to_string_pretty(&r)?)?;
+        writeln!(out, "{}", cryptimg_cli::json::to_string("fsck-crypt", "check", &r)?)?;
         return Ok(r.exit_code);
     }
     for f in &r.findings {

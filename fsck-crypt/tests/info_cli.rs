@@ -33,6 +33,12 @@ fn info_prints_human_sizes_dates_and_snapshot_sizes() {
     let o = Command::new(fsck).args(["info", &img, "--json"]).output().unwrap();
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["commit_time"], 1_700_000_000, "{v}");
+    // The image format's version is not hidden by the envelope's.
+    assert_eq!(
+        (v["format_version"].as_u64(), v["image_format_version"].as_u64()),
+        (Some(1), Some(1)),
+        "{v}"
+    );
     assert_eq!(v["snapshots"][0]["file_bytes"], 3 << 19, "{v}");
     assert!(v["snapshots"][0]["extent_bytes"].as_u64().unwrap() >= 3 << 19, "{v}");
     let len = std::fs::metadata(&img).unwrap().len();

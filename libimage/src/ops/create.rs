@@ -152,6 +152,9 @@ fn build(
 /// `fsck-crypt info`: the superblock, the snapshots and the keys each needs.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct ImageInfo {
+    /// The image format's version (superblock). In JSON
+    /// `image_format_version`: `format_version` is the output envelope's.
+    #[serde(rename = "image_format_version")]
     pub format_version: u32,
     pub uuid: String,
     pub generation: u64,
