@@ -14,7 +14,7 @@ No command needs a key; `list --key-file` only shows real names.";
 #[derive(Parser)]
 #[command(
     name = "backup-crypt",
-    version = cryptimg_cli::version!(),
+    version = cryptimg_cli::VERSION,
     about = "Back up and restore encrypted images as ciphertext, without keys",
     after_help = EXIT_CODES
 )]

@@ -14,7 +14,7 @@ For `check`, warnings (a damaged spare superblock slot) count as errors left unc
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Parser)]
-#[command(name = "fsck-crypt", version = cryptimg_cli::version!(), about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
+#[command(name = "fsck-crypt", version = cryptimg_cli::VERSION, about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
 pub struct Cli {
     /// When another process holds the image, wait for it instead of failing.
     #[arg(long, global = true)]

@@ -31,7 +31,7 @@ mod xts;
 pub use error::{CorruptKind, Error, Result};
 
 pub use keys::{MasterKey, NonceDeriver};
-pub use names::{nokey_name, padded_len, valid_name_ct_len, NameCipher, NAME_MAX, SYMLINK_MAX};
+pub use names::{nokey_name, nokey_name_hashed, padded_len, valid_name_ct_len, NameCipher, NAME_MAX, SYMLINK_MAX};
 pub use xts::XtsKey;
 
 /// The fscrypt data unit size used here (the filesystem block size).

@@ -74,9 +74,8 @@ fn valid_ct_len(len: usize, max_len: usize) -> bool {
 }
 
 /// The no-key name Linux >= 5.15 shows for a ciphertext name when the key is
-/// absent: base64url without padding of `struct fscrypt_nokey_name` =
-/// `u32 dirhash[2]` (zero here) ‖ up to 149 bytes of ciphertext ‖, only when
-/// the ciphertext is longer than 149 bytes, SHA-256 of the remaining bytes.
+/// absent, with a zero dirhash (a filesystem without hashed directories, as
+/// cryptimg): [`nokey_name_hashed`] with `(0, 0)`.
 ///
 /// fscrypt.rst ("Filename hashing and encoding"): "readdir() must
 /// base64url-encode the ciphertext for presentation. [...] for very long
@@ -85,8 +84,20 @@ fn valid_ct_len(len: usize, max_len: usize) -> bool {
 /// an abbreviated form which encodes a strong "hash" of the ciphertext
 /// filename".
 pub fn nokey_name(ct: &[u8]) -> String {
+    nokey_name_hashed(ct, (0, 0))
+}
+
+/// The no-key name for ciphertext `ct` whose directory hash is
+/// `(hash, minor_hash)`: base64url without padding of
+/// `struct fscrypt_nokey_name` = `le32 dirhash[2]` ‖ up to 149 bytes of
+/// ciphertext ‖, only when the ciphertext is longer than 149 bytes, SHA-256
+/// of the remaining bytes (fs/crypto/fname.c `fscrypt_fname_disk_to_usr`;
+/// ext4 passes the htree hash of the ciphertext whenever readdir goes
+/// through its htree code).
+pub fn nokey_name_hashed(ct: &[u8], (hash, minor_hash): (u32, u32)) -> String {
     let mut raw = Vec::with_capacity(8 + NOKEY_BYTES + 32);
-    raw.extend_from_slice(&[0u8; 8]);
+    raw.extend_from_slice(&hash.to_le_bytes());
+    raw.extend_from_slice(&minor_hash.to_le_bytes());
     if ct.len() <= NOKEY_BYTES {
         raw.extend_from_slice(ct);
     } else {

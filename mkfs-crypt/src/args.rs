@@ -9,7 +9,7 @@ use cryptimg_cli::source::SourceArgs;
 use cryptimg_cli::{parse_size, OutputArgs};
 
 #[derive(Parser)]
-#[command(name = "mkfs-crypt", version = cryptimg_cli::version!(), about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
+#[command(name = "mkfs-crypt", version = cryptimg_cli::VERSION, about = "Build fscrypt-encrypted filesystem images offline", after_help = EXIT_CODES)]
 pub struct Cli {
     /// When another process holds the image, wait for it instead of failing.
     #[arg(long, global = true)]

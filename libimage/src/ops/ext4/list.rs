@@ -8,18 +8,13 @@
 //! feature and an indexed or one-block directory; see
 //! [`ext4fs::read::DirListing::nokey_hash`]), otherwise it is zero.
 
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine;
 use ext4fs::read::{Fs, HashInfo};
 use fscrypt::NameCipher;
-use sha2::{Digest, Sha256};
+use sha2::Digest;
 
 use super::reader::{map_err, parse_context, Ctx};
 use crate::engine::image::Keyring;
 use crate::error::{Error, Result};
-
-/// `sizeof(fscrypt_nokey_name.bytes)`.
-const NOKEY_BYTES: usize = 149;
 
 /// The no-key name the kernel shows for ciphertext `ct` in a directory
 /// with hash setup `hash` (None: linear readdir, hash zero).
@@ -27,17 +22,7 @@ pub fn nokey_name(ct: &[u8], hash: Option<HashInfo>) -> String {
     if ct == b"." || ct == b".." {
         return String::from_utf8_lossy(ct).into_owned();
     }
-    let (h, minor) = hash.and_then(|h| h.hash(ct)).unwrap_or((0, 0));
-    let mut raw = Vec::with_capacity(8 + NOKEY_BYTES + 32);
-    raw.extend_from_slice(&h.to_le_bytes());
-    raw.extend_from_slice(&minor.to_le_bytes());
-    if ct.len() <= NOKEY_BYTES {
-        raw.extend_from_slice(ct);
-    } else {
-        raw.extend_from_slice(&ct[..NOKEY_BYTES]);
-        raw.extend_from_slice(&Sha256::digest(&ct[NOKEY_BYTES..]));
-    }
-    URL_SAFE_NO_PAD.encode(raw)
+    fscrypt::nokey_name_hashed(ct, hash.and_then(|h| h.hash(ct)).unwrap_or((0, 0)))
 }
 
 /// One listed entry.
