@@ -66,18 +66,8 @@ pub struct Builder<'a> {
     /// Cleared whenever an entry is removed.
     dir_cache: Vec<(Vec<u8>, u64)>,
     buf: Vec<u8>,
-    /// Buffers of sealed files written, for the [`Sealer`] to read the next
-    /// files into.
-    pool: BufferPool,
     pub stats: BuildStats,
 }
-
-/// Buffers going back from the builder thread to the walker thread.
-type BufferPool = std::sync::Arc<std::sync::Mutex<Vec<Vec<u8>>>>;
-
-/// At most this many buffers wait in a [`BufferPool`] (each at most
-/// `PREFETCH_MAX` bytes, rounded up to whole blocks).
-const POOL_MAX: usize = 64;
 
 /// The bytes deterministic nonces bind a path with: the snapshot name and
 /// each component after a `/`.
@@ -98,7 +88,6 @@ pub struct Sealer<'k> {
     key: &'k MasterKey,
     det: Option<NonceDeriver>,
     snap_name: Vec<u8>,
-    pool: BufferPool,
 }
 
 /// One extent of a [`Sealed`] file: blocks `start..start + blocks` of its
@@ -166,10 +155,6 @@ impl Prepare for Sealer<'_> {
     fn prepare(&self, path: &[Vec<u8>], data: Vec<u8>) -> Box<dyn std::any::Any + Send> {
         Box::new(self.seal(path, data))
     }
-
-    fn recycled(&self) -> Option<Vec<u8>> {
-        self.pool.lock().ok()?.pop()
-    }
 }
 
 fn invalid_path(path: &[Vec<u8>], why: &str) -> Error {
@@ -214,7 +199,6 @@ impl<'a> Builder<'a> {
             index: HashMap::new(),
             dir_cache: Vec::new(),
             buf: Vec::new(),
-            pool: BufferPool::default(),
             stats: BuildStats::default(),
         })
     }
@@ -275,7 +259,6 @@ impl<'a> Builder<'a> {
             key: self.key,
             det: self.repro.deterministic.then(|| self.key.deterministic_nonces()),
             snap_name: self.img.meta().snapshots[self.snap].name.as_bytes().to_vec(),
-            pool: self.pool.clone(),
         }
     }
 
@@ -306,12 +289,6 @@ impl<'a> Builder<'a> {
             });
         }
         self.progress.advance(0, size);
-        // A poisoned pool only means no recycling.
-        if let Ok(mut pool) = self.pool.lock() {
-            if pool.len() < POOL_MAX {
-                pool.push(sealed.buf);
-            }
-        }
         Ok(map)
     }
 

@@ -195,12 +195,6 @@ pub trait Prepare: Sync {
     /// Turns the whole contents of the regular file at `path` into what the
     /// sink takes back with [`FileData::take_prepared`].
     fn prepare(&self, path: &[Vec<u8>], data: Vec<u8>) -> Box<dyn Any + Send>;
-    /// A buffer the sink is done with, to read the next file into (so that
-    /// buffers go round between the threads instead of being allocated on
-    /// one and freed on the other); `None` (the default): allocate one.
-    fn recycled(&self) -> Option<Vec<u8>> {
-        None
-    }
 }
 
 /// A [`SourceEntry`] that owns its file contents, sent between threads.
@@ -305,14 +299,12 @@ impl FileData for Prefetched {
 /// error or short read, so that the sink reads `f` itself and reports what
 /// goes wrong. `f` reads with positioned reads from its own offset, so
 /// moving the descriptor's offset here does not disturb it.
-fn prefetch(f: &SparseFile, prepare: Option<&dyn Prepare>) -> Option<Prefetched> {
+fn prefetch(f: &SparseFile) -> Option<Prefetched> {
     if !f.dense || f.size > PREFETCH_MAX || f.pos != 0 {
         return None;
     }
     let size = usize::try_from(f.size).ok()?;
-    let mut data = prepare.and_then(|p| p.recycled()).unwrap_or_default();
-    data.clear();
-    data.reserve_exact(size.div_ceil(crate::BLOCK_SIZE) * crate::BLOCK_SIZE);
+    let mut data = Vec::with_capacity(size.div_ceil(crate::BLOCK_SIZE) * crate::BLOCK_SIZE);
     let n = io::Read::read_to_end(&mut io::Read::take(&f.file, f.size), &mut data).ok()?;
     (n == size).then_some(Prefetched { data, pos: 0 })
 }
@@ -443,7 +435,7 @@ impl Walker<'_> {
                 dense: blocks.saturating_mul(512) >= size,
             };
             if let Out::Pipe(b) = &mut self.out {
-                let (content, bytes): (Box<dyn FileData + Send>, u64) = match (prefetch(&content, b.prepare), b.prepare) {
+                let (content, bytes): (Box<dyn FileData + Send>, u64) = match (prefetch(&content), b.prepare) {
                     (Some(p), Some(prep)) => (Box::new(PreparedFile(Some(prep.prepare(&path_comps, p.data)))), size),
                     (Some(p), None) => (Box::new(p), size),
                     (None, _) => (Box::new(content), 0),
@@ -667,18 +659,13 @@ mod pipeline_tests {
 mod prepare_tests {
     use super::*;
 
-    /// Prepares a file as (its path, its contents reversed); offers used
-    /// buffers full of garbage, larger than any prefetched file, to read into.
-    struct Reverse(std::sync::Mutex<Vec<Vec<u8>>>);
+    /// Prepares a file as (its path, its contents reversed).
+    struct Reverse;
 
     impl Prepare for Reverse {
         fn prepare(&self, path: &[Vec<u8>], mut data: Vec<u8>) -> Box<dyn Any + Send> {
             data.reverse();
             Box::new((path.to_vec(), data))
-        }
-
-        fn recycled(&self) -> Option<Vec<u8>> {
-            self.0.lock().unwrap().pop()
         }
     }
 
@@ -742,11 +729,9 @@ mod prepare_tests {
             prepared: 0,
             read: 0,
         };
-        let garbage = Reverse(std::sync::Mutex::new(vec![vec![0xa5; 2 * PREFETCH_MAX as usize]; 3]));
-        walk_dir_pipelined(tmp.path(), &mut c, Some(&garbage)).unwrap();
+        walk_dir_pipelined(tmp.path(), &mut c, Some(&Reverse)).unwrap();
         if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
             assert_eq!((c.prepared, c.read), (6, 2));
-            assert!(garbage.0.lock().unwrap().is_empty(), "the offered buffers were used");
         } else {
             assert_eq!((c.prepared, c.read), (0, 8));
         }
