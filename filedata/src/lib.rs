@@ -41,13 +41,6 @@ pub trait FileData: Read {
     fn take_all(&mut self) -> Option<Vec<u8>> {
         None
     }
-    /// What a preparing hook (the builder's encryption, run by the walker
-    /// thread of `libimage::tree::walk::walk_dir_pipelined`) made of the
-    /// contents; `None` (the default): read them. Only called before
-    /// anything is read.
-    fn take_prepared(&mut self) -> Option<Box<dyn std::any::Any + Send>> {
-        None
-    }
 }
 
 /// In-memory contents (tests, fixtures): all data.

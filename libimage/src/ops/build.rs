@@ -9,17 +9,16 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::engine::image::{encrypt_with_crc, Image, Keyring};
+use crate::engine::image::{Image, Keyring};
 use crate::error::{Error, Result};
 use crate::format::extent::MAX_EXTENT_BLOCKS;
 use crate::format::inode::{Body, DirEntry, Inode, MapEntry, S_IFDIR};
 use crate::format::snapshot::Snapshot;
 use crate::progress::Progress;
-use crate::tree::walk::Prepare;
 use crate::tree::{EntrySink, FileData, Meta, Run, SourceEntry, SourceKind, Timespec};
 use crate::BLOCK_SIZE;
-use fscrypt::context::{ExtentContext, PolicyContext};
-use fscrypt::{KeyId, MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
+use fscrypt::context::PolicyContext;
+use fscrypt::{MasterKey, NameCipher, Nonce, NonceDeriver, NAME_MAX};
 
 /// How nonces and timestamps are chosen.
 #[derive(Clone, Copy, Debug, Default)]
@@ -67,94 +66,6 @@ pub struct Builder<'a> {
     dir_cache: Vec<(Vec<u8>, u64)>,
     buf: Vec<u8>,
     pub stats: BuildStats,
-}
-
-/// The bytes deterministic nonces bind a path with: the snapshot name and
-/// each component after a `/`.
-fn path_bytes(snap_name: &[u8], path: &[Vec<u8>]) -> Vec<u8> {
-    let mut v = snap_name.to_vec();
-    for c in path {
-        v.push(b'/');
-        v.extend_from_slice(c);
-    }
-    v
-}
-
-/// Encrypts the whole contents of small files on the walker thread of
-/// [`crate::tree::walk::walk_dir_pipelined`]: the zero-block split, nonces,
-/// per-extent keys, XTS and crc32c of [`Builder::write_file`], so that the
-/// builder's thread only allocates and writes. Made by [`Builder::sealer`].
-pub struct Sealer<'k> {
-    key: &'k MasterKey,
-    det: Option<NonceDeriver>,
-    snap_name: Vec<u8>,
-}
-
-/// One extent of a [`Sealed`] file: blocks `start..start + blocks` of its
-/// buffer, encrypted with the extent key of `nonce`.
-struct SealedRun {
-    start: usize,
-    blocks: u32,
-    nonce: Nonce,
-    crc: u32,
-}
-
-/// A small file encrypted by [`Sealer`]: ciphertext of its non-zero runs in
-/// place in `buf` (zero-padded to whole blocks).
-struct Sealed {
-    size: u64,
-    key: KeyId,
-    buf: Vec<u8>,
-    runs: Vec<SealedRun>,
-}
-
-impl Sealer<'_> {
-    fn seal(&self, path: &[Vec<u8>], mut buf: Vec<u8>) -> Result<Sealed> {
-        let size = buf.len() as u64;
-        buf.resize(buf.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE, 0);
-        let pathb = if self.det.is_some() {
-            path_bytes(&self.snap_name, path)
-        } else {
-            Vec::new()
-        };
-        let nblk = buf.len() / BLOCK_SIZE;
-        let mut runs = Vec::new();
-        let mut b = 0;
-        while b < nblk {
-            if is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
-                b += 1;
-                continue;
-            }
-            let start = b;
-            while b < nblk && !is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
-                b += 1;
-            }
-            let run = &mut buf[start * BLOCK_SIZE..b * BLOCK_SIZE];
-            let nonce = match &self.det {
-                Some(d) => d.nonce(&[b"extent", &pathb, &(start as u64).to_le_bytes(), &Sha256::digest(&*run)]),
-                None => Nonce::random()?,
-            };
-            let crc = encrypt_with_crc(&self.key.extent_key(&nonce), 0, run);
-            runs.push(SealedRun {
-                start,
-                blocks: (b - start) as u32,
-                nonce,
-                crc,
-            });
-        }
-        Ok(Sealed {
-            size,
-            key: self.key.identifier(),
-            buf,
-            runs,
-        })
-    }
-}
-
-impl Prepare for Sealer<'_> {
-    fn prepare(&self, path: &[Vec<u8>], data: Vec<u8>) -> Box<dyn std::any::Any + Send> {
-        Box::new(self.seal(path, data))
-    }
 }
 
 fn invalid_path(path: &[Vec<u8>], why: &str) -> Error {
@@ -248,48 +159,12 @@ impl<'a> Builder<'a> {
     }
 
     fn path_bytes(&self, path: &[Vec<u8>]) -> Vec<u8> {
-        path_bytes(self.img.meta().snapshots[self.snap].name.as_bytes(), path)
-    }
-
-    /// The [`Prepare`] hook that encrypts small files on the walker thread
-    /// exactly as [`Builder::write_file`] would (same extents, nonces and
-    /// crcs), for [`crate::tree::walk::walk_dir_pipelined`].
-    pub fn sealer(&self) -> Sealer<'a> {
-        Sealer {
-            key: self.key,
-            det: self.repro.deterministic.then(|| self.key.deterministic_nonces()),
-            snap_name: self.img.meta().snapshots[self.snap].name.as_bytes().to_vec(),
+        let mut v = self.img.meta().snapshots[self.snap].name.as_bytes().to_vec();
+        for c in path {
+            v.push(b'/');
+            v.extend_from_slice(c);
         }
-    }
-
-    /// Adds a file sealed by [`Sealer`] on the walker thread: its extents'
-    /// ciphertext and crcs are ready, only allocation and writing remain.
-    fn write_sealed(&mut self, size: u64, sealed: Box<dyn std::any::Any + Send>) -> Result<Vec<MapEntry>> {
-        let sealed = *sealed
-            .downcast::<Result<Sealed>>()
-            .map_err(|_| Error::Internal("prepared file contents of an unknown kind"))?;
-        let sealed = sealed?;
-        if sealed.size != size || sealed.key != self.key.identifier() {
-            return Err(Error::Internal("a sealed file does not match its entry"));
-        }
-        let mut map = Vec::with_capacity(sealed.runs.len());
-        for r in &sealed.runs {
-            let Some(ct) = sealed.buf.get(r.start * BLOCK_SIZE..(r.start + r.blocks as usize) * BLOCK_SIZE) else {
-                return Err(Error::Internal("a sealed run lies outside its buffer"));
-            };
-            let ctx = ExtentContext::new(sealed.key, r.nonce);
-            let id = self.img.write_raw_extent_crc(ctx, ct, r.crc)?;
-            self.img.add_refs(id, 1)?;
-            self.stats.extents += 1;
-            map.push(MapEntry {
-                lblk: r.start as u64,
-                blocks: r.blocks,
-                extent: id,
-                offset: 0,
-            });
-        }
-        self.progress.advance(0, size);
-        Ok(map)
+        v
     }
 
     /// The name cipher of directory `dir`, derived once.
@@ -468,9 +343,6 @@ impl<'a> Builder<'a> {
         let mut map = Vec::new();
         let chunk_max = MAX_EXTENT_BLOCKS as usize * BLOCK_SIZE;
         let pathb = if self.det.is_some() { self.path_bytes(path) } else { Vec::new() };
-        if let Some(sealed) = content.take_prepared() {
-            return self.write_sealed(size, sealed);
-        }
         // Contents already in memory (read ahead by the walker thread) are
         // encrypted in place: the same extents as reading them below would
         // give, without copying them into `self.buf`.

@@ -135,10 +135,7 @@ fn build(
     let mut b = Builder::new(&mut img, &opts.snapshot, key, &keys, opts.repro, progress)?;
     progress.start("create", None);
     match source {
-        Source::Dir(d) => {
-            let sealer = b.sealer();
-            walk_dir_pipelined(d, &mut b, Some(&sealer))?
-        }
+        Source::Dir(d) => walk_dir_pipelined(d, &mut b)?,
         Source::Tar(r) => read_tar(r, &mut b)?,
     }
     let stats = b.finish();

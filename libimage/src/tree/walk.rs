@@ -1,7 +1,6 @@
 //! The directory walker: a tree on the local filesystem turned into
 //! [`SourceEntry`]s, streaming file contents and reading xattrs.
 
-use std::any::Any;
 use std::collections::HashMap;
 use std::ffi::CString;
 use std::fs;
@@ -118,11 +117,7 @@ const PIPELINE_DEPTH: usize = 4;
 /// exactly as [`walk_dir`] would, so errors name the same path with the same
 /// message. The first error in entry order wins: the sink's, or else the
 /// walker's. With one CPU this is [`walk_dir`].
-///
-/// With `prepare`, each file read whole is also handed to
-/// [`Prepare::prepare`] on the walker thread, and the sink receives its
-/// result through [`FileData::take_prepared`] instead of the contents.
-pub fn walk_dir_pipelined(root: &Path, sink: &mut dyn EntrySink, prepare: Option<&dyn Prepare>) -> Result<()> {
+pub fn walk_dir_pipelined(root: &Path, sink: &mut dyn EntrySink) -> Result<()> {
     if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
         return walk_dir(root, sink);
     }
@@ -144,7 +139,6 @@ pub fn walk_dir_pipelined(root: &Path, sink: &mut dyn EntrySink, prepare: Option
                     tx,
                     batch: Vec::new(),
                     bytes: 0,
-                    prepare,
                 }),
                 links: HashMap::new(),
                 comps: Vec::new(),
@@ -188,15 +182,6 @@ pub fn walk_dir_pipelined(root: &Path, sink: &mut dyn EntrySink, prepare: Option
     })
 }
 
-/// Work on the whole contents of small files, done on the walker thread of
-/// [`walk_dir_pipelined`] (the builder: encryption and checksums), so that
-/// the sink's thread has less to do.
-pub trait Prepare: Sync {
-    /// Turns the whole contents of the regular file at `path` into what the
-    /// sink takes back with [`FileData::take_prepared`].
-    fn prepare(&self, path: &[Vec<u8>], data: Vec<u8>) -> Box<dyn Any + Send>;
-}
-
 /// A [`SourceEntry`] that owns its file contents, sent between threads.
 struct OwnedEntry {
     path: Vec<Vec<u8>>,
@@ -215,19 +200,18 @@ enum OwnedKind {
 /// Where the walker's entries go: a sink on this thread, or the pipeline.
 enum Out<'s> {
     Sink(&'s mut dyn EntrySink),
-    Pipe(Batcher<'s>),
+    Pipe(Batcher),
 }
 
 /// The walker thread's end of the pipeline: entries gathered into batches.
-struct Batcher<'p> {
+struct Batcher {
     tx: SyncSender<Vec<OwnedEntry>>,
-    prepare: Option<&'p dyn Prepare>,
     batch: Vec<OwnedEntry>,
     /// Prefetched content bytes in `batch`.
     bytes: u64,
 }
 
-impl Batcher<'_> {
+impl Batcher {
     /// Adds one entry (`bytes` of prefetched contents), sending the batch
     /// when it is full.
     fn send(&mut self, path: Vec<Vec<u8>>, meta: Meta, kind: OwnedKind, bytes: u64) -> Result<()> {
@@ -255,24 +239,6 @@ impl Batcher<'_> {
 struct Prefetched {
     data: Vec<u8>,
     pos: usize,
-}
-
-/// A small file's contents after [`Prepare::prepare`]: only
-/// [`FileData::take_prepared`] gives them.
-struct PreparedFile(Option<Box<dyn Any + Send>>);
-
-impl io::Read for PreparedFile {
-    fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
-        Err(io::Error::other(
-            "the contents were prepared on the walker thread; read them with take_prepared",
-        ))
-    }
-}
-
-impl FileData for PreparedFile {
-    fn take_prepared(&mut self) -> Option<Box<dyn Any + Send>> {
-        self.0.take()
-    }
 }
 
 impl io::Read for Prefetched {
@@ -435,10 +401,9 @@ impl Walker<'_> {
                 dense: blocks.saturating_mul(512) >= size,
             };
             if let Out::Pipe(b) = &mut self.out {
-                let (content, bytes): (Box<dyn FileData + Send>, u64) = match (prefetch(&content), b.prepare) {
-                    (Some(p), Some(prep)) => (Box::new(PreparedFile(Some(prep.prepare(&path_comps, p.data)))), size),
-                    (Some(p), None) => (Box::new(p), size),
-                    (None, _) => (Box::new(content), 0),
+                let (content, bytes): (Box<dyn FileData + Send>, u64) = match prefetch(&content) {
+                    Some(p) => (Box::new(p), size),
+                    None => (Box::new(content), 0),
                 };
                 return b.send(path_comps, meta, OwnedKind::File { size, content }, bytes);
             }
@@ -615,7 +580,7 @@ mod pipeline_tests {
         let mut plain = Record::default();
         walk_dir(tmp.path(), &mut plain).unwrap();
         let mut piped = Record::default();
-        walk_dir_pipelined(tmp.path(), &mut piped, None).unwrap();
+        walk_dir_pipelined(tmp.path(), &mut piped).unwrap();
         assert!(plain.seen.len() > 3 * BATCH_ENTRIES, "{}", plain.seen.len());
         // The first walk's reads may move access times; nothing else differs.
         for e in plain.seen.iter_mut().chain(piped.seen.iter_mut()) {
@@ -637,7 +602,7 @@ mod pipeline_tests {
                 stop_at: Some(stop),
                 ..Record::default()
             };
-            let err = walk_dir_pipelined(tmp.path(), &mut r, None).unwrap_err();
+            let err = walk_dir_pipelined(tmp.path(), &mut r).unwrap_err();
             assert!(matches!(&err, Error::Invalid(m) if m == "stop"), "{err}");
             assert_eq!(r.seen.len(), stop);
         }
@@ -648,92 +613,9 @@ mod pipeline_tests {
         let tmp = tempfile::tempdir().unwrap();
         let f = tmp.path().join("f");
         fs::write(&f, b"x").unwrap();
-        let err = walk_dir_pipelined(&f, &mut Record::default(), None).unwrap_err();
+        let err = walk_dir_pipelined(&f, &mut Record::default()).unwrap_err();
         assert!(matches!(&err, Error::Invalid(m) if m.contains("is not a directory")), "{err}");
-        let err = walk_dir_pipelined(&tmp.path().join("missing"), &mut Record::default(), None).unwrap_err();
+        let err = walk_dir_pipelined(&tmp.path().join("missing"), &mut Record::default()).unwrap_err();
         assert!(err.to_string().contains("missing"), "{err}");
-    }
-}
-
-#[cfg(test)]
-mod prepare_tests {
-    use super::*;
-
-    /// Prepares a file as (its path, its contents reversed).
-    struct Reverse;
-
-    impl Prepare for Reverse {
-        fn prepare(&self, path: &[Vec<u8>], mut data: Vec<u8>) -> Box<dyn Any + Send> {
-            data.reverse();
-            Box::new((path.to_vec(), data))
-        }
-    }
-
-    /// Checks every file: prepared ones must be their reversed contents.
-    struct Check {
-        root: std::path::PathBuf,
-        prepared: usize,
-        read: usize,
-    }
-
-    impl EntrySink for Check {
-        fn entry(&mut self, e: SourceEntry<'_>) -> Result<()> {
-            if let SourceKind::File { size, content } = e.kind {
-                let want = fs::read(e.path.iter().fold(self.root.clone(), |p, c| p.join(OsStr::from_bytes(c)))).unwrap();
-                match content.take_prepared() {
-                    Some(p) => {
-                        let (path, mut data) = *p.downcast::<(Vec<Vec<u8>>, Vec<u8>)>().unwrap();
-                        assert_eq!(path, e.path);
-                        data.reverse();
-                        assert_eq!(data.len() as u64, size);
-                        assert!(size <= PREFETCH_MAX);
-                        assert_eq!(data, want);
-                        // Prepared contents cannot also be read.
-                        assert!(content.read(&mut [0u8; 1]).is_err());
-                        self.prepared += 1;
-                    }
-                    None => {
-                        let mut d = Vec::new();
-                        content.read_to_end(&mut d).map_err(|e| Error::io("content", e))?;
-                        assert_eq!(d.len() as u64, size);
-                        assert_eq!(d, want);
-                        self.read += 1;
-                    }
-                }
-            }
-            Ok(())
-        }
-    }
-
-    #[test]
-    fn small_files_arrive_prepared_large_ones_open() {
-        let tmp = tempfile::tempdir().unwrap();
-        let mut rng = testkit::TestRng::new(7);
-        for (i, len) in [
-            0usize,
-            1,
-            4095,
-            4096,
-            70_000,
-            PREFETCH_MAX as usize,
-            PREFETCH_MAX as usize + 1,
-            1 << 20,
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            fs::write(tmp.path().join(format!("f{i}")), rng.bytes(len)).unwrap();
-        }
-        let mut c = Check {
-            root: tmp.path().to_path_buf(),
-            prepared: 0,
-            read: 0,
-        };
-        walk_dir_pipelined(tmp.path(), &mut c, Some(&Reverse)).unwrap();
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-            assert_eq!((c.prepared, c.read), (6, 2));
-        } else {
-            assert_eq!((c.prepared, c.read), (0, 8));
-        }
     }
 }
