@@ -34,13 +34,6 @@ pub trait FileData: Read {
             format!("no hole to skip to offset {to}"),
         ))
     }
-    /// All of the contents at once, when the source already holds them in
-    /// memory (a small file read ahead by a walker thread), so the consumer
-    /// can work on that buffer in place instead of copying it out; `None`
-    /// (the default): read them. Only called before anything is read.
-    fn take_all(&mut self) -> Option<Vec<u8>> {
-        None
-    }
 }
 
 /// In-memory contents (tests, fixtures): all data.

@@ -343,21 +343,6 @@ impl<'a> Builder<'a> {
         let mut map = Vec::new();
         let chunk_max = MAX_EXTENT_BLOCKS as usize * BLOCK_SIZE;
         let pathb = if self.det.is_some() { self.path_bytes(path) } else { Vec::new() };
-        // Contents already in memory (read ahead by the walker thread) are
-        // encrypted in place: the same extents as reading them below would
-        // give, without copying them into `self.buf`.
-        if let Some(mut all) = content.take_all() {
-            if all.len() as u64 == size && all.len() <= chunk_max {
-                all.resize(all.len().div_ceil(BLOCK_SIZE) * BLOCK_SIZE, 0);
-                self.write_chunk(&pathb, 0, &mut all, &mut map)?;
-                self.progress.advance(0, size);
-                return Ok(map);
-            }
-            return Err(Error::io(
-                format!("reading {} ({size} bytes expected)", display_path(path)),
-                std::io::Error::new(std::io::ErrorKind::InvalidData, format!("the source held {} bytes", all.len())),
-            ));
-        }
         let mut buf = std::mem::take(&mut self.buf);
         let mut done = 0u64;
         let bs = BLOCK_SIZE as u64;
@@ -385,7 +370,34 @@ impl<'a> Builder<'a> {
                 buf.clear();
                 buf.resize(padded, 0);
                 content.read_exact(&mut buf[..n]).map_err(read_err)?;
-                self.write_chunk(&pathb, done / bs, &mut buf, &mut map)?;
+                let lblk0 = done / BLOCK_SIZE as u64;
+                let nblk = padded / BLOCK_SIZE;
+                let mut b = 0;
+                while b < nblk {
+                    if is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
+                        b += 1;
+                        continue;
+                    }
+                    let start = b;
+                    while b < nblk && !is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
+                        b += 1;
+                    }
+                    let run = &mut buf[start * BLOCK_SIZE..b * BLOCK_SIZE];
+                    let lblk = lblk0 + start as u64;
+                    let nonce = match &self.det {
+                        Some(d) => d.nonce(&[b"extent", &pathb, &lblk.to_le_bytes(), &Sha256::digest(&*run)]),
+                        None => Nonce::random()?,
+                    };
+                    let id = self.img.write_extent(self.key, nonce, run)?;
+                    self.img.add_refs(id, 1)?;
+                    self.stats.extents += 1;
+                    map.push(MapEntry {
+                        lblk,
+                        blocks: (b - start) as u32,
+                        extent: id,
+                        offset: 0,
+                    });
+                }
                 done += n as u64;
                 self.progress.advance(0, n as u64);
             }
@@ -393,40 +405,6 @@ impl<'a> Builder<'a> {
         })();
         self.buf = buf;
         r.map(|()| map)
-    }
-
-    /// Writes `buf` (whole blocks, the file's contents from block `lblk0`) as
-    /// extents, one per run of blocks that are not all zero, adding them to
-    /// `map`; all-zero blocks become holes.
-    fn write_chunk(&mut self, pathb: &[u8], lblk0: u64, buf: &mut [u8], map: &mut Vec<MapEntry>) -> Result<()> {
-        let nblk = buf.len() / BLOCK_SIZE;
-        let mut b = 0;
-        while b < nblk {
-            if is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
-                b += 1;
-                continue;
-            }
-            let start = b;
-            while b < nblk && !is_zero(&buf[b * BLOCK_SIZE..(b + 1) * BLOCK_SIZE]) {
-                b += 1;
-            }
-            let run = &mut buf[start * BLOCK_SIZE..b * BLOCK_SIZE];
-            let lblk = lblk0 + start as u64;
-            let nonce = match &self.det {
-                Some(d) => d.nonce(&[b"extent", pathb, &lblk.to_le_bytes(), &Sha256::digest(&*run)]),
-                None => Nonce::random()?,
-            };
-            let id = self.img.write_extent(self.key, nonce, run)?;
-            self.img.add_refs(id, 1)?;
-            self.stats.extents += 1;
-            map.push(MapEntry {
-                lblk,
-                blocks: (b - start) as u32,
-                extent: id,
-                offset: 0,
-            });
-        }
-        Ok(())
     }
 
     fn add(&mut self, e: SourceEntry<'_>) -> Result<()> {

@@ -11,8 +11,7 @@ use crate::engine::image::{Image, Keyring};
 use crate::error::{Error, Result};
 use crate::ops::build::{BuildStats, Builder, Reproducible};
 use crate::progress::Progress;
-use crate::tree::read_tar;
-use crate::tree::walk::walk_dir_pipelined;
+use crate::tree::{read_tar, walk_dir};
 use crate::BLOCK_SIZE;
 use fscrypt::{KeyId, MasterKey};
 
@@ -135,7 +134,7 @@ fn build(
     let mut b = Builder::new(&mut img, &opts.snapshot, key, &keys, opts.repro, progress)?;
     progress.start("create", None);
     match source {
-        Source::Dir(d) => walk_dir_pipelined(d, &mut b)?,
+        Source::Dir(d) => walk_dir(d, &mut b)?,
         Source::Tar(r) => read_tar(r, &mut b)?,
     }
     let stats = b.finish();

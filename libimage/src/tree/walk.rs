@@ -7,7 +7,6 @@ use std::fs;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt, OpenOptionsExt};
 use std::path::Path;
-use std::sync::mpsc::{sync_channel, SyncSender};
 
 use super::*;
 use crate::error::{Error, Result};
@@ -85,194 +84,11 @@ pub fn walk_dir(root: &Path, sink: &mut dyn EntrySink) -> Result<()> {
         return Err(Error::Invalid(format!("{} is not a directory", root.display())));
     }
     let mut walker = Walker {
-        out: Out::Sink(sink),
+        sink,
         links: HashMap::new(),
         comps: Vec::new(),
     };
     walker.visit(&root, &st, None)
-}
-
-/// Regular files up to this size are read whole by the walker thread of
-/// [`walk_dir_pipelined`]; larger ones are handed over open and streamed by
-/// the sink as in [`walk_dir`].
-pub const PREFETCH_MAX: u64 = 128 * 1024;
-/// The walker thread of [`walk_dir_pipelined`] sends entries in batches of at
-/// most this many entries or (past) this many bytes of prefetched contents:
-/// one hand-over (and at most one wake-up) per batch, not per file.
-const BATCH_ENTRIES: usize = 256;
-const BATCH_BYTES: u64 = 1 << 20;
-/// Batches queued between the walker thread and the sink. In flight at once:
-/// these, one being filled and one being consumed, so at most
-/// `(PIPELINE_DEPTH + 2) * (BATCH_BYTES + PREFETCH_MAX)` bytes of file
-/// contents (6.75 MiB) and `(PIPELINE_DEPTH + 2) * BATCH_ENTRIES` open files.
-const PIPELINE_DEPTH: usize = 4;
-
-/// [`walk_dir`] on two threads: a scoped thread walks the tree (directory
-/// reads, `statx`, xattrs) and reads each regular file of at most
-/// [`PREFETCH_MAX`] bytes whole, while the calling thread hands the entries,
-/// in the same order and with the same contents, to `sink` (for the builder:
-/// encrypting, checksumming, writing). Memory stays bounded by
-/// [`PIPELINE_DEPTH`] entries in flight. A file the walker cannot read whole
-/// (an error, a short read, holes) is handed over open and read by the sink
-/// exactly as [`walk_dir`] would, so errors name the same path with the same
-/// message. The first error in entry order wins: the sink's, or else the
-/// walker's. With one CPU this is [`walk_dir`].
-pub fn walk_dir_pipelined(root: &Path, sink: &mut dyn EntrySink) -> Result<()> {
-    if std::thread::available_parallelism().map_or(1, |n| n.get()) < 2 {
-        return walk_dir(root, sink);
-    }
-    let (tx, rx) = sync_channel::<Vec<OwnedEntry>>(PIPELINE_DEPTH);
-    std::thread::scope(|scope| {
-        let walker = scope.spawn(move || {
-            let lst = lstat(root)?;
-            let root = if lst.file_type().is_symlink() {
-                root.join(".")
-            } else {
-                root.to_path_buf()
-            };
-            let st = lstat(&root)?;
-            if !st.is_dir() {
-                return Err(Error::Invalid(format!("{} is not a directory", root.display())));
-            }
-            let mut walker = Walker {
-                out: Out::Pipe(Batcher {
-                    tx,
-                    batch: Vec::new(),
-                    bytes: 0,
-                }),
-                links: HashMap::new(),
-                comps: Vec::new(),
-            };
-            walker.visit(&root, &st, None)?;
-            match walker.out {
-                Out::Pipe(mut b) => b.flush(),
-                Out::Sink(_) => Ok(()),
-            }
-        });
-        let mut sunk = Ok(());
-        'batches: for mut e in rx.iter().flatten() {
-            let kind = match &mut e.kind {
-                OwnedKind::Dir => SourceKind::Dir,
-                OwnedKind::File { size, content } => SourceKind::File {
-                    size: *size,
-                    content: content.as_mut(),
-                },
-                OwnedKind::Symlink { target } => SourceKind::Symlink {
-                    target: std::mem::take(target),
-                },
-                OwnedKind::HardLink { target } => SourceKind::HardLink {
-                    target: std::mem::take(target),
-                },
-                OwnedKind::Special => SourceKind::Special,
-            };
-            let entry = SourceEntry {
-                path: std::mem::take(&mut e.path),
-                meta: std::mem::take(&mut e.meta),
-                kind,
-            };
-            if let Err(err) = sink.entry(entry) {
-                sunk = Err(err);
-                break 'batches;
-            }
-        }
-        // The walker's next send fails and it stops.
-        drop(rx);
-        let walked = walker.join().unwrap_or_else(|p| std::panic::resume_unwind(p));
-        sunk.and(walked)
-    })
-}
-
-/// A [`SourceEntry`] that owns its file contents, sent between threads.
-struct OwnedEntry {
-    path: Vec<Vec<u8>>,
-    meta: Meta,
-    kind: OwnedKind,
-}
-
-enum OwnedKind {
-    Dir,
-    File { size: u64, content: Box<dyn FileData + Send> },
-    Symlink { target: Vec<u8> },
-    HardLink { target: Vec<Vec<u8>> },
-    Special,
-}
-
-/// Where the walker's entries go: a sink on this thread, or the pipeline.
-enum Out<'s> {
-    Sink(&'s mut dyn EntrySink),
-    Pipe(Batcher),
-}
-
-/// The walker thread's end of the pipeline: entries gathered into batches.
-struct Batcher {
-    tx: SyncSender<Vec<OwnedEntry>>,
-    batch: Vec<OwnedEntry>,
-    /// Prefetched content bytes in `batch`.
-    bytes: u64,
-}
-
-impl Batcher {
-    /// Adds one entry (`bytes` of prefetched contents), sending the batch
-    /// when it is full.
-    fn send(&mut self, path: Vec<Vec<u8>>, meta: Meta, kind: OwnedKind, bytes: u64) -> Result<()> {
-        self.batch.push(OwnedEntry { path, meta, kind });
-        self.bytes += bytes;
-        if self.batch.len() >= BATCH_ENTRIES || self.bytes >= BATCH_BYTES {
-            self.flush()?;
-        }
-        Ok(())
-    }
-
-    /// Sends what is gathered; fails when the sink has stopped (its own error
-    /// is the one reported).
-    fn flush(&mut self) -> Result<()> {
-        self.bytes = 0;
-        if self.batch.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.batch, Vec::with_capacity(BATCH_ENTRIES));
-        self.tx.send(batch).map_err(|_| Error::Internal("the walk pipeline's sink stopped"))
-    }
-}
-
-/// A small file's whole contents, read by the walker thread.
-struct Prefetched {
-    data: Vec<u8>,
-    pos: usize,
-}
-
-impl io::Read for Prefetched {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let rest = self.data.get(self.pos..).unwrap_or_default();
-        let n = rest.len().min(buf.len());
-        buf[..n].copy_from_slice(&rest[..n]);
-        self.pos += n;
-        Ok(n)
-    }
-}
-
-impl FileData for Prefetched {
-    fn take_all(&mut self) -> Option<Vec<u8>> {
-        (self.pos == 0).then(|| {
-            self.pos = self.data.len();
-            std::mem::take(&mut self.data)
-        })
-    }
-}
-
-/// Reads a dense file of at most [`PREFETCH_MAX`] bytes whole (into a buffer
-/// with room to pad it to whole blocks, not zeroed first); `None` on any
-/// error or short read, so that the sink reads `f` itself and reports what
-/// goes wrong. `f` reads with positioned reads from its own offset, so
-/// moving the descriptor's offset here does not disturb it.
-fn prefetch(f: &SparseFile) -> Option<Prefetched> {
-    if !f.dense || f.size > PREFETCH_MAX || f.pos != 0 {
-        return None;
-    }
-    let size = usize::try_from(f.size).ok()?;
-    let mut data = Vec::with_capacity(size.div_ceil(crate::BLOCK_SIZE) * crate::BLOCK_SIZE);
-    let n = io::Read::read_to_end(&mut io::Read::take(&f.file, f.size), &mut data).ok()?;
-    (n == size).then_some(Prefetched { data, pos: 0 })
 }
 
 fn lstat(p: &Path) -> Result<fs::Metadata> {
@@ -307,7 +123,7 @@ struct PendingLinks {
 }
 
 struct Walker<'s> {
-    out: Out<'s>,
+    sink: &'s mut dyn EntrySink,
     /// Inodes with more links still to be seen, by (st_dev, st_ino).
     links: HashMap<(u64, u64), PendingLinks>,
     comps: Vec<Vec<u8>>,
@@ -400,13 +216,6 @@ impl Walker<'_> {
                 // Space allocated for the whole size: no hole worth asking for.
                 dense: blocks.saturating_mul(512) >= size,
             };
-            if let Out::Pipe(b) = &mut self.out {
-                let (content, bytes): (Box<dyn FileData + Send>, u64) = match prefetch(&content) {
-                    Some(p) => (Box::new(p), size),
-                    None => (Box::new(content), 0),
-                };
-                return b.send(path_comps, meta, OwnedKind::File { size, content }, bytes);
-            }
             let kind = SourceKind::File {
                 size,
                 content: &mut content,
@@ -422,20 +231,7 @@ impl Walker<'_> {
     }
 
     fn emit(&mut self, path: Vec<Vec<u8>>, meta: Meta, kind: SourceKind<'_>) -> Result<()> {
-        match &mut self.out {
-            Out::Sink(sink) => sink.entry(SourceEntry { path, meta, kind }),
-            Out::Pipe(b) => {
-                let kind = match kind {
-                    SourceKind::Dir => OwnedKind::Dir,
-                    SourceKind::Symlink { target } => OwnedKind::Symlink { target },
-                    SourceKind::HardLink { target } => OwnedKind::HardLink { target },
-                    SourceKind::Special => OwnedKind::Special,
-                    // Regular files are sent by `visit` itself, with owned contents.
-                    SourceKind::File { .. } => return Err(Error::Internal("a borrowed file sent down the walk pipeline")),
-                };
-                b.send(path, meta, kind, 0)
-            }
-        }
+        self.sink.entry(SourceEntry { path, meta, kind })
     }
 }
 
@@ -500,122 +296,5 @@ impl FileData for SparseFile {
                 format!("offset {to} is not within a hole at {}", self.pos),
             )),
         }
-    }
-}
-
-#[cfg(test)]
-mod pipeline_tests {
-    use super::*;
-    use testkit::{make_tricky_tree, TestRng};
-
-    /// Everything a sink can observe of an entry, file contents included.
-    #[derive(Debug, PartialEq)]
-    enum Seen {
-        Dir,
-        File(Vec<u8>),
-        Symlink(Vec<u8>),
-        HardLink(Vec<Vec<u8>>),
-        Special,
-    }
-
-    /// Records entries; fails with `Invalid("stop")` at entry `stop_at`.
-    #[derive(Default)]
-    struct Record {
-        seen: Vec<(Vec<Vec<u8>>, Meta, Seen)>,
-        stop_at: Option<usize>,
-        took_all: usize,
-    }
-
-    impl EntrySink for Record {
-        fn entry(&mut self, e: SourceEntry<'_>) -> Result<()> {
-            if self.stop_at == Some(self.seen.len()) {
-                return Err(Error::Invalid("stop".into()));
-            }
-            let seen = match e.kind {
-                SourceKind::Dir => Seen::Dir,
-                SourceKind::File { size, content } => {
-                    let data = match content.take_all() {
-                        Some(d) => {
-                            self.took_all += 1;
-                            d
-                        }
-                        None => {
-                            let mut d = Vec::new();
-                            content.read_to_end(&mut d).map_err(|e| Error::io("content", e))?;
-                            d
-                        }
-                    };
-                    assert_eq!(data.len() as u64, size);
-                    Seen::File(data)
-                }
-                SourceKind::Symlink { target } => Seen::Symlink(target),
-                SourceKind::HardLink { target } => Seen::HardLink(target),
-                SourceKind::Special => Seen::Special,
-            };
-            self.seen.push((e.path, e.meta, seen));
-            Ok(())
-        }
-    }
-
-    /// The tricky tree, plus enough small files to fill several batches and
-    /// files around [`PREFETCH_MAX`].
-    fn tree() -> tempfile::TempDir {
-        let tmp = tempfile::tempdir().unwrap();
-        make_tricky_tree(tmp.path()).unwrap();
-        let many = tmp.path().join("many");
-        fs::create_dir(&many).unwrap();
-        let mut rng = TestRng::new(12);
-        for i in 0..(3 * BATCH_ENTRIES + 7) {
-            fs::write(many.join(format!("f{i:04}")), rng.bytes(i % 5000)).unwrap();
-        }
-        for (name, len) in [("at_max", PREFETCH_MAX), ("past_max", PREFETCH_MAX + 1), ("big", 3 << 20)] {
-            fs::write(tmp.path().join(name), rng.bytes(len as usize)).unwrap();
-        }
-        tmp
-    }
-
-    #[test]
-    fn pipelined_walk_yields_the_same_entries() {
-        let tmp = tree();
-        let mut plain = Record::default();
-        walk_dir(tmp.path(), &mut plain).unwrap();
-        let mut piped = Record::default();
-        walk_dir_pipelined(tmp.path(), &mut piped).unwrap();
-        assert!(plain.seen.len() > 3 * BATCH_ENTRIES, "{}", plain.seen.len());
-        // The first walk's reads may move access times; nothing else differs.
-        for e in plain.seen.iter_mut().chain(piped.seen.iter_mut()) {
-            e.1.atime = Timespec::default();
-        }
-        assert_eq!(plain.seen, piped.seen);
-        assert_eq!(plain.took_all, 0);
-        // Small files arrive read ahead (when the machine has two cores).
-        if std::thread::available_parallelism().map_or(1, |n| n.get()) >= 2 {
-            assert!(piped.took_all > 3 * BATCH_ENTRIES, "{}", piped.took_all);
-        }
-    }
-
-    #[test]
-    fn pipelined_walk_reports_the_sinks_error() {
-        let tmp = tree();
-        for stop in [0, 1, BATCH_ENTRIES, 2 * BATCH_ENTRIES + 3] {
-            let mut r = Record {
-                stop_at: Some(stop),
-                ..Record::default()
-            };
-            let err = walk_dir_pipelined(tmp.path(), &mut r).unwrap_err();
-            assert!(matches!(&err, Error::Invalid(m) if m == "stop"), "{err}");
-            assert_eq!(r.seen.len(), stop);
-        }
-    }
-
-    #[test]
-    fn pipelined_walk_reports_the_walkers_error() {
-        let tmp = tempfile::tempdir().unwrap();
-        let f = tmp.path().join("f");
-        fs::write(&f, b"x").unwrap();
-        let err = walk_dir_pipelined(&f, &mut Record::default()).unwrap_err();
-        assert!(matches!(&err, Error::Invalid(m) if m.contains("is not a directory")), "{err}");
-        let err = walk_dir_pipelined(&tmp.path().join("missing"), &mut Record::default()).unwrap_err();
-        assert!(err.to_string().contains("missing"), "{err}");
     }
 }
