@@ -21,8 +21,10 @@
 //! one call (so AES-NI/VAES pipelines them), and XORs the tweaks again.
 //! Ciphertext stealing is not needed: fscrypt data units are whole blocks.
 
+use std::sync::OnceLock;
+
 use aes::cipher::{BlockCipherDecrypt, BlockCipherEncrypt, KeyInit};
-use aes::{Aes256, Aes256Enc, Block};
+use aes::{Aes256Dec, Aes256Enc, Block};
 use zeroize::Zeroize;
 
 /// AES block size in bytes.
@@ -36,8 +38,14 @@ const BATCH_BLOCKS: usize = 256;
 ///
 /// Not `Debug`, not `Clone`. The expanded AES key schedules are wiped on drop
 /// (the `aes` crate's `zeroize` feature).
+///
+/// Only the encryption schedules are built up front: the data cipher's
+/// decryption schedule (derived from its encryption schedule) is built on the
+/// first decryption, so a key that only ever encrypts (every extent written
+/// by `create`) never pays for it.
 pub struct XtsKey {
-    data: Aes256,
+    data: Aes256Enc,
+    data_dec: OnceLock<Aes256Dec>,
     tweak: Aes256Enc,
 }
 
@@ -48,9 +56,13 @@ impl XtsKey {
         let (key1, key2) = key.split_at(32);
         // Both halves of a 64-byte array are exactly 32 bytes, the AES-256 key
         // size, so these constructors cannot fail.
-        let data = Aes256::new_from_slice(key1).expect("32-byte AES-256 key");
+        let data = Aes256Enc::new_from_slice(key1).expect("32-byte AES-256 key");
         let tweak = Aes256Enc::new_from_slice(key2).expect("32-byte AES-256 key");
-        XtsKey { data, tweak }
+        XtsKey {
+            data,
+            data_dec: OnceLock::new(),
+            tweak,
+        }
     }
 
     /// Encrypts whole data units in place. Unit `k` of `data` (0-based) uses
@@ -100,7 +112,7 @@ impl XtsKey {
                 if ENCRYPT {
                     self.data.encrypt_blocks(batch);
                 } else {
-                    self.data.decrypt_blocks(batch);
+                    self.data_dec.get_or_init(|| Aes256Dec::from(&self.data)).decrypt_blocks(batch);
                 }
                 for (block, &t) in batch.iter_mut().zip(batch_tweaks.iter()) {
                     xor_block(block, t);
@@ -140,6 +152,7 @@ mod tests {
     use super::*;
     use crate::test_bytes;
     use aes::cipher::array::Array;
+    use aes::Aes256;
 
     fn unhex(s: &str) -> Vec<u8> {
         hex::decode(s).unwrap()
@@ -198,6 +211,17 @@ mod tests {
         let mut second = ieee_plaintext();
         key.encrypt_units(0x100, 512, &mut second);
         assert_eq!(buf[512..], second[..]);
+    }
+
+    #[test]
+    fn fresh_key_decrypts_before_it_ever_encrypts() {
+        // The decryption schedule is built lazily: a key whose first use is a
+        // decryption must build it from the encryption schedule correctly.
+        for (dus, ct_hex) in IEEE_VECTORS {
+            let mut buf = unhex(ct_hex);
+            ieee_key().decrypt_units(dus, 512, &mut buf);
+            assert_eq!(buf, ieee_plaintext(), "DUS {dus:#x}");
+        }
     }
 
     #[test]
