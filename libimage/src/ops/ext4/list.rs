@@ -10,7 +10,6 @@
 
 use ext4fs::read::{Fs, HashInfo};
 use fscrypt::NameCipher;
-use sha2::Digest;
 
 use super::reader::{map_err, parse_context, Ctx};
 use crate::engine::image::Keyring;
