@@ -175,6 +175,28 @@ pub fn report_error(tool: &str, e: &anyhow::Error) {
 /// build.rs.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("CRYPTIMG_GIT_REV"), ")");
 
+/// Every argument and flag of `cmd` and its subcommands that has no help
+/// line, as `command path: --flag` (for the binaries' tests).
+pub fn args_without_help(cmd: &clap::Command) -> Vec<String> {
+    let mut out = Vec::new();
+    walk_help(cmd, cmd.get_name().to_string(), &mut out);
+    out
+}
+
+fn walk_help(cmd: &clap::Command, path: String, out: &mut Vec<String>) {
+    for a in cmd.get_arguments() {
+        let builtin = matches!(a.get_id().as_str(), "help" | "version");
+        if !builtin && a.get_help().is_none() && a.get_long_help().is_none() {
+            out.push(format!("{path}: {}", a.get_id()));
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() != "help" {
+            walk_help(sub, format!("{path} {}", sub.get_name()), out);
+        }
+    }
+}
+
 /// Parses arguments, mapping clap's usage errors to exit code 16 (help and
 /// version still exit 0).
 pub fn parse_args<T: clap::Parser>() -> T {
