@@ -7,12 +7,17 @@
 #   mkfs-crypt create IMG --root TREE    vs  mkfs.erofs OUT TREE          (warm, tmpfs)
 #   mkfs-crypt create, synced            vs  mke2fs -t ext4 -d TREE, synced (output on disk, + sync -f)
 #   fsck-crypt check IMG (keyless)       vs  e2fsck -fn EXT4 of the same tree
+#   mkfs-crypt create --format ext4      vs  mke2fs -t ext4 -d TREE (warm, tmpfs)  (issue 9)
+#   the same on one 1 GiB random file    vs  tar -cf                              (issue 9)
+#   backup-crypt create/restore of a kernel-made encrypted ext4 image
+#                                        vs  tar -cf / tar -xf; fsck-crypt check
+#                                            of it vs e2fsck -fn                    (issue 10; root, loop)
 # Environment:
 #   BENCH_CORPUS_DIR  the tree (default /work/corpus/linux-6.1; created if missing)
 #   BENCH_DIR         tmpfs scratch (default: a new dir under /dev/shm, removed at exit)
 #   BENCH_DISK_DIR    on-disk scratch for the synced pair (default: a new dir under $ROOT/target)
 #   BENCH_PAIRS       interleaved pairs per comparison (default 5; 1 with BENCH_SCALE=small)
-#   BENCH_ONLY        space-separated subset of: backup erofs ext4 fsck (default all)
+#   BENCH_ONLY        space-separated subset of: backup erofs ext4 fsck ext4fmt ext4backup (default all)
 #   BENCH_BIN_DIR     take our binaries from here instead (e.g. an older build, for "before")
 source "$(dirname "$0")/lib.sh"
 build_release
@@ -24,7 +29,7 @@ ensure_tools
 PATH=$PATH:/usr/sbin:/sbin
 TREE=$(bash "$ROOT/bench/corpus-linux.sh")
 if [ "$BENCH_SCALE" = small ]; then PAIRS=${BENCH_PAIRS:-1}; else PAIRS=${BENCH_PAIRS:-5}; fi
-ONLY=${BENCH_ONLY:-backup erofs ext4 fsck}
+ONLY=${BENCH_ONLY:-backup erofs ext4 fsck ext4fmt ext4backup}
 DISK=${BENCH_DISK_DIR:-}
 if [ -z "$DISK" ]; then
   DISK=$(mktemp -d "$ROOT/target/cryptimg-bench-disk.XXXX")
@@ -102,5 +107,57 @@ if has fsck; then
   cat "$IMG" p.ext4 >/dev/null
   pair "fsck-crypt check" ":" "'$FSCK' check '$IMG' --no-progress" "e2fsck -fn" ":" "e2fsck -fn p.ext4"
   rm -f p.ext4
+fi
+if has ext4fmt; then
+  echo "== mkfs-crypt create --format ext4 vs mke2fs -t ext4 -d (warm cache, output on tmpfs)"
+  pair "create --format ext4" "rm -f e.img" "'$MKFS' create e.img --format ext4 --root '$TREE' --key-file '$KEY' --size $size --quiet --force" \
+    "mke2fs -d" "rm -f p.ext4" "mke2fs -q -F -t ext4 -N $inodes -d '$TREE' p.ext4 $size"
+  rm -f e.img p.ext4
+  echo "== mkfs-crypt create --format ext4 vs tar -cf, one 1 GiB random file (warm cache, tmpfs)"
+  mkdir -p large && head -c $((1 << 30)) /dev/urandom > large/big.bin
+  pair "create --format ext4" "rm -f e.img" "'$MKFS' create e.img --format ext4 --root large --key-file '$KEY' --quiet --force" \
+    "tar -cf" "rm -f p.tar" "tar -cf p.tar -C large ."
+  for n in 1 3; do
+    head -c $((n << 30)) /dev/urandom > large/big.bin
+    /usr/bin/time -f '%M' -o rss "$MKFS" create e.img --format ext4 --root large --key-file "$KEY" --quiet --force
+    echo "  peak RSS of create --format ext4, one ${n} GiB file: $(cat rss) KiB"
+  done
+  rm -rf large e.img p.tar rss
+fi
+if has ext4backup; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "== ext4 backup: skipped (needs root for a loop mount)"
+  else
+    echo "== backup-crypt on a kernel-made encrypted ext4 image (the tree copied in through the kernel)"
+    python3 - "$KEY" > raw.key <<'PY'
+import sys; sys.stdout.buffer.write(open(sys.argv[1], 'rb').read())
+PY
+    truncate -s $(((kib * 2 + 262144) / 1024))M k.ext4
+    mkfs.ext4 -q -F -b 4096 -I 256 -O encrypt k.ext4
+    mkdir -p mnt && mount -o loop k.ext4 mnt
+    # Add the key and set a v2 policy through the kernel (python3 fcntl: no tool for it ships here).
+    python3 - mnt raw.key <<'PY'
+import fcntl, os, struct, sys
+mnt, key = sys.argv[1], open(sys.argv[2], 'rb').read()
+fd = os.open(mnt, os.O_RDONLY)
+# fscrypt_add_key_arg: key_spec {type = IDENTIFIER (2), reserved, u[32]}, raw_size, key_id, reserved[8], raw
+arg = bytearray(struct.pack('<II32s', 2, 0, b'') + struct.pack('<II', len(key), 0) + b'\0' * 32 + key)
+fcntl.ioctl(fd, 0xc0506617, arg)  # FS_IOC_ADD_ENCRYPTION_KEY
+kid = bytes(arg[8:24])
+os.mkdir(os.path.join(mnt, 'enc'))
+d = os.open(os.path.join(mnt, 'enc'), os.O_RDONLY)
+fcntl.ioctl(d, 0x800c6613, struct.pack('<BBBBB3s16s', 2, 1, 4, 3, 0, b'', kid))  # FS_IOC_SET_ENCRYPTION_POLICY v2
+PY
+    cp -a "$TREE/." mnt/enc/
+    umount mnt
+    cat k.ext4 > /dev/null
+    pair "backup-crypt create (ext4)" "rm -f kb.tar" "'$BACKUP' create k.ext4 -o kb.tar --quiet --force" \
+      "tar -cf" "rm -f p.tar" "tar -cf p.tar -C '$TREE' ."
+    pair "backup-crypt restore (ext4)" "rm -f kr.img" "'$BACKUP' restore kb.tar kr.img --quiet" \
+      "tar -xf" "rm -rf px; mkdir px" "tar -xf p.tar -C px"
+    e2fsck -fn kr.img >/dev/null && echo "  restored image: e2fsck -fn clean"
+    pair "fsck-crypt check (ext4)" ":" "'$FSCK' check k.ext4 --no-progress" "e2fsck -fn" ":" "e2fsck -fn k.ext4"
+    rm -rf k.ext4 kb.tar kr.img p.tar px mnt raw.key
+  fi
 fi
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"

@@ -15,6 +15,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
+use crate::engine::crc;
 use crate::error::{CorruptKind, Error, Result};
 use crate::ops::backup::format::{parse_dec, parse_hex_exact, MANIFEST_NAME, TRAILER_NAME};
 use crate::ops::backup::pax::{parse_records, PaxReader, CRC_KEY};
@@ -238,7 +239,7 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
             r.start_data(size);
             let c = r.data(&mut buf)?;
             r.end_data()?;
-            if crc32c::crc32c_combine(rec_crc, c, buf.len()) != want_crc {
+            if crc::combine(rec_crc, c, buf.len() as u64) != want_crc {
                 return Err(corrupt("manifest checksum mismatch".into(), off));
             }
             sink.manifest(&Ext4Manifest::parse(&buf)?)?;
@@ -322,8 +323,8 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
                 return Ok(0);
             }
             let c = r.data(&mut buf[..n])?;
-            crc = crc32c::crc32c_combine(crc, c, n);
-            data_crc = crc32c::crc32c_combine(data_crc, c, n);
+            crc = crc::combine(crc, c, n as u64);
+            data_crc = crc::combine(data_crc, c, n as u64);
             left -= n as u64;
             Ok(n)
         };
