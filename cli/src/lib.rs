@@ -175,8 +175,19 @@ pub fn report_error(tool: &str, e: &anyhow::Error) {
 /// build.rs.
 pub const VERSION: &str = concat!(env!("CARGO_PKG_VERSION"), " (git ", env!("CRYPTIMG_GIT_REV"), ")");
 
+/// For each binary's test: clap's own consistency checks pass, and every
+/// argument and flag of every subcommand has a help line (`--help`, man pages).
+///
+/// # Panics
+/// Naming the arguments without help.
+pub fn assert_help_complete(cmd: clap::Command) {
+    cmd.clone().debug_assert();
+    let missing = args_without_help(&cmd);
+    assert!(missing.is_empty(), "arguments without help: {missing:#?}");
+}
+
 /// Every argument and flag of `cmd` and its subcommands that has no help
-/// line, as `command path: --flag` (for the binaries' tests).
+/// line, as `command path: --flag`.
 pub fn args_without_help(cmd: &clap::Command) -> Vec<String> {
     let mut out = Vec::new();
     walk_help(cmd, cmd.get_name().to_string(), &mut out);
