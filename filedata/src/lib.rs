@@ -36,6 +36,22 @@ pub trait FileData: Read {
     }
 }
 
+/// [`FileData::skip_hole`] for a reader at `*pos` whose current run is
+/// `run`: moves `*pos` to `to` when `to` lies within that hole, else an
+/// `InvalidInput` error.
+pub fn skip_in_hole(run: Run, pos: &mut u64, to: u64) -> io::Result<()> {
+    match run {
+        Run::Hole { end } if to >= *pos && to <= end => {
+            *pos = to;
+            Ok(())
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("offset {to} is not within a hole at {pos}"),
+        )),
+    }
+}
+
 /// In-memory contents (tests, fixtures): all data.
 impl FileData for &[u8] {}
 
@@ -62,5 +78,16 @@ mod tests {
         let mut s = String::new();
         d.read_to_string(&mut s).unwrap();
         assert_eq!(s, "abc");
+    }
+
+    #[test]
+    fn skips_only_within_the_hole() {
+        let mut pos = 10;
+        assert!(skip_in_hole(Run::Data { end: 20 }, &mut pos, 15).is_err());
+        assert!(skip_in_hole(Run::Hole { end: 20 }, &mut pos, 21).is_err());
+        assert!(skip_in_hole(Run::Hole { end: 20 }, &mut pos, 9).is_err());
+        assert_eq!(pos, 10);
+        skip_in_hole(Run::Hole { end: 20 }, &mut pos, 20).unwrap();
+        assert_eq!(pos, 20);
     }
 }

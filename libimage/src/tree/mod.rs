@@ -145,16 +145,8 @@ impl<R: Read> FileData for Content<R> {
     }
 
     fn skip_hole(&mut self, to: u64) -> io::Result<()> {
-        match self.run()? {
-            Run::Hole { end } if to >= self.pos && to <= end => {
-                self.pos = to;
-                Ok(())
-            }
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("offset {to} is not within the hole at {}", self.pos),
-            )),
-        }
+        let run = self.run()?;
+        filedata::skip_in_hole(run, &mut self.pos, to)
     }
 }
 

@@ -286,15 +286,7 @@ impl FileData for SparseFile {
     }
 
     fn skip_hole(&mut self, to: u64) -> io::Result<()> {
-        match self.run()? {
-            Run::Hole { end } if to >= self.pos && to <= end => {
-                self.pos = to;
-                Ok(())
-            }
-            _ => Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                format!("offset {to} is not within a hole at {}", self.pos),
-            )),
-        }
+        let run = self.run()?;
+        filedata::skip_in_hole(run, &mut self.pos, to)
     }
 }
