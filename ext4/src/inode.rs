@@ -180,7 +180,7 @@ impl Inode {
                 put32(&mut b, I_CRTIME, cr);
                 put32(&mut b, I_CRTIME_EXTRA, crx);
             }
-            let start = GOOD_OLD_SIZE + usize::from(self.extra_isize);
+            let start = (GOOD_OLD_SIZE + usize::from(self.extra_isize)).min(inode_size);
             let n = self.xattr_area.len().min(inode_size.saturating_sub(start));
             b[start..start + n].copy_from_slice(&self.xattr_area[..n]);
         }
