@@ -29,7 +29,7 @@ type Cipher = BTreeMap<Vec<u8>, (Vec<u8>, u64, Vec<(u64, Vec<u8>)>)>;
 fn ciphertexts(img: &Path) -> Cipher {
     let f = Fs::open(img).unwrap();
     let mut out = Cipher::new();
-    walk(
+    walk::<ext4fs::read::ReadError>(
         &f,
         &mut |e| {
             if e.inode.mode & S_IFMT == S_IFREG && e.first_link {

@@ -58,7 +58,7 @@ type Seen = BTreeMap<Vec<u8>, (u16, u64, Vec<u8>)>;
 fn read_all(fs_: &Fs) -> Seen {
     let mut seen = Seen::new();
     let mut links = BTreeMap::new();
-    walk(
+    walk::<ReadError>(
         fs_,
         &mut |e| {
             let p = e.path.join(&b'/');

@@ -8,7 +8,7 @@
 
 use std::collections::{HashMap, HashSet};
 
-use super::{DirListing, Fs, HashInfo, ReadError, ReadResult};
+use super::{DirListing, Fs, HashInfo, ReadError};
 use crate::dir::{file_type_of, DirEntry};
 use crate::inode::{Inode, S_IFDIR, S_IFMT};
 use crate::ROOT_INO;
@@ -39,14 +39,15 @@ pub enum Visit {
 }
 
 /// The callback that sees each directory's listing: (inode, path, listing).
-pub type Listed<'a> = dyn FnMut(u32, &[Vec<u8>], &DirListing) -> ReadResult<()> + 'a;
+pub type Listed<'a, E = ReadError> = dyn FnMut(u32, &[Vec<u8>], &DirListing) -> Result<(), E> + 'a;
 
 /// Walks the tree; `visit` sees every entry, `listed` every directory's
-/// listing after it is read. Stops at the first error.
-pub fn walk(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> ReadResult<Visit>, listed: &mut Listed) -> ReadResult<()> {
+/// listing after it is read. Stops at the first error: the walk's own
+/// ([`ReadError`], converted) or a callback's, which comes back unchanged.
+pub fn walk<E: From<ReadError>>(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> Result<Visit, E>, listed: &mut Listed<'_, E>) -> Result<(), E> {
     let root = fs.inode(ROOT_INO)?;
     if root.mode & S_IFMT != S_IFDIR {
-        return Err(ReadError::corrupt("root directory", "inode 2", format!("mode {:#o}", root.mode)));
+        return Err(ReadError::corrupt("root directory", "inode 2", format!("mode {:#o}", root.mode)).into());
     }
     let mut dirs_seen: HashSet<u32> = HashSet::from([ROOT_INO]);
     let mut links: HashMap<u32, u16> = HashMap::new();
@@ -77,7 +78,7 @@ pub fn walk(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> ReadResult<Visit>, listed:
             match name.as_slice() {
                 b"." => {
                     if *child != ino || dots.0 {
-                        return Err(ReadError::corrupt("directory", where_(), format!("\".\" points to inode {child}")));
+                        return Err(ReadError::corrupt("directory", where_(), format!("\".\" points to inode {child}")).into());
                     }
                     dots.0 = true;
                     continue;
@@ -88,12 +89,13 @@ pub fn walk(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> ReadResult<Visit>, listed:
                             "directory",
                             where_(),
                             format!("\"..\" points to inode {child}, the parent is {parent}"),
-                        ));
+                        )
+                        .into());
                     }
                     dots.1 = true;
                     continue;
                 }
-                [] => return Err(ReadError::corrupt("directory", where_(), "an entry with an empty name")),
+                [] => return Err(ReadError::corrupt("directory", where_(), "an entry with an empty name").into()),
                 _ => {}
             }
             let ci = fs.inode(*child)?;
@@ -101,23 +103,20 @@ pub fn walk(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> ReadResult<Visit>, listed:
             cpath.push(name.clone());
             let here = || format!("inode {child} (entry in directory inode {ino})");
             if ci.links_count == 0 || (ci.dtime != 0 && ci.mode == 0) {
-                return Err(ReadError::corrupt("directory entry", here(), "points to a deleted inode"));
+                return Err(ReadError::corrupt("directory entry", here(), "points to a deleted inode").into());
             }
             if file_type_of(ci.mode) != *file_type || *file_type == 0 {
                 return Err(ReadError::corrupt(
                     "directory entry",
                     here(),
                     format!("file type {file_type} does not match mode {:#o}", ci.mode),
-                ));
+                )
+                .into());
             }
             let is_dir = ci.mode & S_IFMT == S_IFDIR;
             let first_link = if is_dir {
                 if !dirs_seen.insert(*child) {
-                    return Err(ReadError::corrupt(
-                        "directory entry",
-                        here(),
-                        "a directory linked twice (or a cycle)",
-                    ));
+                    return Err(ReadError::corrupt("directory entry", here(), "a directory linked twice (or a cycle)").into());
                 }
                 true
             } else {
@@ -139,7 +138,7 @@ pub fn walk(fs: &Fs, visit: &mut dyn FnMut(&Entry) -> ReadResult<Visit>, listed:
             }
         }
         if !dots.0 || !dots.1 {
-            return Err(ReadError::corrupt("directory", where_(), "lacks \".\" or \"..\""));
+            return Err(ReadError::corrupt("directory", where_(), "lacks \".\" or \"..\"").into());
         }
     }
     Ok(())

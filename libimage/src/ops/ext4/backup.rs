@@ -120,12 +120,11 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
     let mut first_path: HashMap<u32, Vec<u8>> = HashMap::new();
     // One buffer for the data of every file up to BUFFER_LIMIT.
     let mut kept: Vec<u8> = Vec::new();
-    let mut failure: Option<Error> = None;
     let prev_files = prev.map(|p| p.files);
-    let res = walk(
+    walk::<Error>(
         &fs,
         &mut |e| {
-            let r = (|| -> Result<Visit> {
+            (|| -> Result<Visit> {
                 let i = e.inode;
                 let kind = i.mode & S_IFMT;
                 let (parent_path, parent_enc) = dirs.get(&e.parent).cloned().unwrap_or((b"./".to_vec(), false));
@@ -303,18 +302,10 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                 }
                 rep.members += 1;
                 Ok(Visit::Descend)
-            })();
-            r.map_err(|err| {
-                failure = Some(err);
-                ReadError::NeedsRecovery
-            })
+            })()
         },
         &mut |_, _, _| Ok(()),
-    );
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    res.map_err(map_err)?;
+    )?;
     let crc_before = w.crc;
     let mut recs = Vec::new();
     push_record(&mut recs, b"path", TRAILER_NAME.as_bytes());

@@ -95,7 +95,7 @@ pub fn check(path: &Path, keys: &Keyring, opts: Ext4CheckOptions) -> Result<Ext4
     let mut nonces: HashSet<[u8; 16]> = HashSet::new();
     let mut refusal: Option<Error> = None;
     let mut data_bytes = 0u64;
-    let res = walk(
+    let res = walk::<ReadError>(
         &fs,
         &mut |e| {
             r.inodes += 1;

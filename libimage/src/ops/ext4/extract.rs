@@ -61,11 +61,10 @@ pub fn extract(fs: &Fs, keys: &Keyring, dest: &Path, as_root: bool) -> Result<Wr
     // Per directory: its plaintext path and its names cipher (encrypted dirs).
     let mut dirs: HashMap<u32, (Vec<Vec<u8>>, Option<NameCipher>)> = HashMap::new();
     let mut first_path: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
-    let mut failure: Option<Error> = None;
-    let res = walk(
+    walk::<Error>(
         fs,
         &mut |e| {
-            let out = (|| -> Result<Visit> {
+            (|| -> Result<Visit> {
                 let i = e.inode;
                 let kind = i.mode & S_IFMT;
                 let path = match (dirs.get(&e.parent), e.path.last()) {
@@ -160,17 +159,9 @@ pub fn extract(fs: &Fs, keys: &Keyring, dest: &Path, as_root: bool) -> Result<Wr
                     }
                 }
                 Ok(Visit::Descend)
-            })();
-            out.map_err(|err| {
-                failure = Some(err);
-                ReadError::NeedsRecovery
-            })
+            })()
         },
         &mut |_, _, _| Ok(()),
-    );
-    if let Some(err) = failure {
-        return Err(err);
-    }
-    res.map_err(map_err)?;
+    )?;
     tw.finish()
 }

@@ -23,6 +23,12 @@ pub fn open(path: &Path) -> Result<Fs> {
 }
 
 /// Maps a reader error to the library error (corruption → exit code 4).
+impl From<ReadError> for Error {
+    fn from(e: ReadError) -> Self {
+        map_err(e)
+    }
+}
+
 pub fn map_err(e: ReadError) -> Error {
     match e {
         ReadError::Corrupt { what, at, detail } => Error::Corrupt {
