@@ -36,7 +36,7 @@ fn ciphertexts(img: &Path) -> Cipher {
                 if let Some(ctx) = f.context(e.ino, e.inode)? {
                     let map = f.extents(e.ino, e.inode)?;
                     let mut blocks = Vec::new();
-                    f.read_mapped(&map, 1, &mut |l, b| {
+                    f.read_mapped::<ext4fs::read::ReadError>(&map, 1, &mut |l, b| {
                         blocks.push((l, b.to_vec()));
                         Ok(())
                     })?;

@@ -66,7 +66,7 @@ fn read_all(fs_: &Fs) -> Seen {
                 S_IFREG if e.first_link => {
                     let map = fs_.extents(e.ino, e.inode)?;
                     let mut v = vec![0u8; e.inode.size as usize];
-                    fs_.read_mapped(&map, 64, &mut |l, b| {
+                    fs_.read_mapped::<ReadError>(&map, 64, &mut |l, b| {
                         let off = l as usize * 4096;
                         let n = b.len().min(v.len().saturating_sub(off));
                         v[off..off + n].copy_from_slice(&b[..n]);

@@ -38,6 +38,9 @@ impl FileMap {
     }
 }
 
+/// The callback of [`Fs::read_mapped`]: (first logical block, bytes).
+pub type BlockSink<'a, E = ReadError> = dyn FnMut(u64, &[u8]) -> Result<(), E> + 'a;
+
 impl Fs {
     /// Walks the extent tree of `inode` (number `ino`), verifying node
     /// checksums, depths, ordering and bounds, and claiming every node and
@@ -138,8 +141,14 @@ impl Fs {
 
     /// Reads the written blocks of a mapped file in order, calling `f` with
     /// (first logical block, bytes) for runs of at most `chunk_blocks`
-    /// blocks. Unwritten extents and holes are skipped.
-    pub fn read_mapped(&self, map: &FileMap, chunk_blocks: usize, f: &mut dyn FnMut(u64, &[u8]) -> ReadResult<()>) -> ReadResult<()> {
+    /// blocks. Unwritten extents and holes are skipped. Stops at the first
+    /// error: a read's ([`ReadError`], converted) or `f`'s, returned unchanged.
+    pub fn read_mapped<E: From<ReadError>>(
+        &self,
+        map: &FileMap,
+        chunk_blocks: usize,
+        f: &mut BlockSink<'_, E>,
+    ) -> Result<(), E> {
         let chunk_blocks = chunk_blocks.max(1);
         let mut buf = Vec::new();
         for e in map.extents.iter().filter(|e| !e.unwritten) {

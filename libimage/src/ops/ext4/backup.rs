@@ -10,7 +10,7 @@ use std::path::Path;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use ext4fs::inode::{Inode, ENCRYPT_FL, S_IFBLK, S_IFCHR, S_IFDIR, S_IFIFO, S_IFLNK, S_IFMT, S_IFREG, S_IFSOCK};
-use ext4fs::read::{walk, FileMap, Fs, ReadError, Visit};
+use ext4fs::read::{walk, FileMap, Fs, Visit};
 use ext4fs::xattr::{INDEX_SECURITY, INDEX_TRUSTED, INDEX_USER};
 use ext4fs::BLOCK_SIZE_U64;
 
@@ -366,39 +366,26 @@ fn runs(map: &FileMap) -> String {
 /// Streams a file's member data: ciphertext blocks (`plain` None), or the
 /// plaintext of `plain` bytes with holes as zeros.
 fn pieces(fs: &Fs, map: &FileMap, plain: Option<u64>, f: &mut dyn FnMut(&[u8]) -> Result<()>) -> Result<()> {
-    let mut err: Option<Error> = None;
     let zeros = if plain.is_some() { vec![0u8; 64 << 10] } else { Vec::new() };
     let mut pos = 0u64;
-    let r = fs.read_mapped(map, 256, &mut |lblk, b| {
-        let res = (|| -> Result<()> {
-            match plain {
-                None => f(b),
-                Some(size) => {
-                    let off = lblk * BLOCK_SIZE_U64;
-                    if off >= size {
-                        return Ok(());
-                    }
-                    while pos < off {
-                        let n = (off - pos).min(zeros.len() as u64) as usize;
-                        f(&zeros[..n])?;
-                        pos += n as u64;
-                    }
-                    let n = (b.len() as u64).min(size - off) as usize;
-                    f(&b[..n])?;
-                    pos += n as u64;
-                    Ok(())
-                }
+    fs.read_mapped::<Error>(map, 256, &mut |lblk, b| match plain {
+        None => f(b),
+        Some(size) => {
+            let off = lblk * BLOCK_SIZE_U64;
+            if off >= size {
+                return Ok(());
             }
-        })();
-        res.map_err(|e| {
-            err = Some(e);
-            ReadError::NeedsRecovery
-        })
-    });
-    if let Some(e) = err {
-        return Err(e);
-    }
-    r.map_err(map_err)?;
+            while pos < off {
+                let n = (off - pos).min(zeros.len() as u64) as usize;
+                f(&zeros[..n])?;
+                pos += n as u64;
+            }
+            let n = (b.len() as u64).min(size - off) as usize;
+            f(&b[..n])?;
+            pos += n as u64;
+            Ok(())
+        }
+    })?;
     if let Some(size) = plain {
         while pos < size {
             let n = (size - pos).min(zeros.len() as u64) as usize;
