@@ -143,12 +143,7 @@ impl Fs {
     /// (first logical block, bytes) for runs of at most `chunk_blocks`
     /// blocks. Unwritten extents and holes are skipped. Stops at the first
     /// error: a read's ([`ReadError`], converted) or `f`'s, returned unchanged.
-    pub fn read_mapped<E: From<ReadError>>(
-        &self,
-        map: &FileMap,
-        chunk_blocks: usize,
-        f: &mut BlockSink<'_, E>,
-    ) -> Result<(), E> {
+    pub fn read_mapped<E: From<ReadError>>(&self, map: &FileMap, chunk_blocks: usize, f: &mut BlockSink<'_, E>) -> Result<(), E> {
         let chunk_blocks = chunk_blocks.max(1);
         let mut buf = Vec::new();
         for e in map.extents.iter().filter(|e| !e.unwritten) {
