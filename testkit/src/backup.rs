@@ -16,7 +16,7 @@ use fscrypt::{KeyId, Nonce};
 use libimage::engine::image::{Access, Image};
 use libimage::format::inode::*;
 use libimage::format::snapshot::Snapshot;
-use libimage::ops::backup::{format, pax};
+use libimage::ops::backup::{format, listing, pax};
 use libimage::tree::Timespec;
 use libimage::{Result, BLOCK_SIZE};
 
@@ -281,6 +281,89 @@ fn build_tree(img: &mut Image, rng: &mut TestRng, name: &str, base: Option<&Snap
     Ok(t.snap)
 }
 
+/// Builds a committed image at `path` whose snapshot `main` holds `files`
+/// one-block files spread over directories of 100, each in its own extent
+/// (one with an xattr, a symlink and a hard link per directory), and whose
+/// snapshot `s2` is `main` plus one new file of `change_blocks` blocks in the
+/// root: the "small change to a big tree" of an incremental backup.
+pub fn synth_wide_image(path: &Path, seed: u64, files: usize, change_blocks: u32) -> Result<()> {
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(path)
+        .map_err(|e| libimage::Error::io("creating test image", e))?;
+    let mut rng = TestRng::new(seed);
+    let mut img = Image::create(f, path, rng.arr16(), 0)?;
+    img.commit(1)?;
+    let snap = Snapshot {
+        name: "main".into(),
+        policy: KEY,
+        root: 1,
+        next_ino: 1,
+        created: 1_650_000_000,
+        inodes: BTreeMap::new(),
+    };
+    let mut t = Tree {
+        img: &mut img,
+        snap,
+        rng: &mut rng,
+    };
+    let root = t.dir();
+    if let Some(r) = t.snap.inodes.get_mut(&root) {
+        r.nlink = 1;
+    }
+    t.snap.root = root;
+    let mut d = root;
+    for i in 0..files {
+        if i % 100 == 0 {
+            d = t.dir();
+            t.link(root, 32, d);
+            let mut blob = 32u16.to_le_bytes().to_vec();
+            blob.extend(t.rng.bytes(32));
+            blob.push(0);
+            let ctx = PolicyContext::new(KEY, Nonce(t.rng.arr16()));
+            let sl = t.inode(S_IFLNK | 0o777, 20, Body::Symlink { ctx, blob });
+            t.link(d, 32, sl);
+        }
+        let e = t.extent(KEY, 1)?;
+        let f = t.file(4096 - (i as u64 % 4000), vec![me(0, 1, e, 0)]);
+        t.link(d, 32, f);
+        if i % 100 == 1 {
+            if let Some(x) = t.snap.inodes.get_mut(&f) {
+                x.xattrs = vec![(b"user.tag".to_vec(), b"wide".to_vec())];
+            }
+            t.link(d, 64, f);
+        }
+    }
+    let main = t.snap.clone();
+    let mut s2 = t.snap;
+    s2.name = "s2".into();
+    for i in s2.inodes.values() {
+        if let Body::File { map } = &i.body {
+            for m in map {
+                img.add_refs(m.extent, 1)?;
+            }
+        }
+    }
+    img.snapshots_mut().push(main);
+    let mut t = Tree {
+        img: &mut img,
+        snap: s2,
+        rng: &mut rng,
+    };
+    if change_blocks > 0 {
+        let e = t.extent(KEY, change_blocks)?;
+        let f = t.file(u64::from(change_blocks) * 4096, vec![me(0, change_blocks, e, 0)]);
+        t.link(root, 32, f);
+    }
+    let s2 = t.snap;
+    img.snapshots_mut().push(s2);
+    img.commit(2)?;
+    drop(img);
+    Image::open(path, Access::ReadOnly).map(drop)
+}
+
 /// A snapshot in a form independent of inode numbers and extent ids: each
 /// path of encrypted names with its inode's metadata, its body (contexts,
 /// blobs, and for files the ciphertext of every mapped block and the extent
@@ -475,6 +558,67 @@ impl ArchiveMaker {
             ],
             data,
         )
+    }
+
+    /// A compact listing member (format version 2) holding `entries`.
+    pub fn listing(&mut self, entries: &[listing::Entry]) {
+        let mut b = Vec::new();
+        for e in entries {
+            e.encode(&mut b);
+        }
+        self.members += entries.len() as u64;
+        self.listing_raw(&b);
+    }
+
+    /// A listing member with the given data (a correct checksum; the member
+    /// count is not changed).
+    pub fn listing_raw(&mut self, data: &[u8]) {
+        self.raw(listing::LISTING_NAME, b'0', 0o100644, vec![], data);
+    }
+
+    /// A listing member whose header claims `size` bytes, followed by nothing.
+    pub fn listing_claiming(mut self, size: u64) -> Vec<u8> {
+        let mut b = Vec::new();
+        pax::push_record(&mut b, b"path", listing::LISTING_NAME.as_bytes());
+        let h = pax::Ustar {
+            name: listing::LISTING_NAME.as_bytes().to_vec(),
+            mode: 0o100644,
+            size,
+            mtime: 1_700_000_000,
+            typeflag: b'0',
+            ..Default::default()
+        };
+        let _ = self.w.begin(&h, b, 0);
+        let mut v = self.cut();
+        v.extend_from_slice(&[0u8; 1024]);
+        v
+    }
+
+    /// A listing entry with this maker's standard times and owner.
+    pub fn entry(typeflag: u8, parent: u64, name: &[u8], mode: u32, body: listing::Body) -> listing::Entry {
+        let t = Timespec {
+            sec: 1_700_000_000,
+            nsec: 0,
+        };
+        listing::Entry {
+            typeflag,
+            parent,
+            name: name.to_vec(),
+            mode,
+            uid: 0,
+            gid: 0,
+            rdev: 0,
+            mtime: t,
+            atime: t,
+            ctime: t,
+            xattrs: Vec::new(),
+            body,
+        }
+    }
+
+    /// A fresh directory policy context.
+    pub fn policy_bytes(&mut self) -> [u8; 40] {
+        PolicyContext::new(KEY, Nonce(self.rng.arr16())).to_bytes()
     }
 
     /// Ends the archive with a correct trailer.

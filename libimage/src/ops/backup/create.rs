@@ -3,7 +3,13 @@
 //!
 //! Memory stays bounded whatever the image size: one data chunk, the current
 //! member's headers, the directory stack, the first path of each
-//! hard-linked inode, and which extent blocks were already stored.
+//! hard-linked inode, which extent blocks were already stored, and (for an
+//! incremental backup) at most one compact listing member being filled.
+//!
+//! A full backup is format version 1. An incremental one (`--since`) is
+//! version 2: every run of consecutive members that store no data is
+//! written as compact listing members (docs/BACKUP.md §4a) instead of one
+//! pax member each; member order is the same as in version 1.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -12,6 +18,7 @@ use std::path::{Path, PathBuf};
 
 use super::base::BaseIndex;
 use super::format::*;
+use super::listing::{self, Entry, LISTING_NAME, MAX_LISTING};
 use super::pax::{octal_max, push_record, PaxWriter, Ustar};
 use super::scan::CHUNK;
 use super::segments::Coverage;
@@ -63,6 +70,13 @@ struct Ctx<'a, W: Write> {
     buf: Vec<u8>,
     report: BackupReport,
     progress: &'a dyn Progress,
+    /// Version 2: the listing being filled (written before the next pax
+    /// member, or when full). `None` for version 1.
+    listing: Option<Vec<u8>>,
+    /// The ordinal the next member that is not a hard link gets (root = 1).
+    next_ord: u64,
+    /// mtime of the archive's own members.
+    created: i64,
 }
 
 /// Backs up a snapshot of `image` to `out`.
@@ -74,9 +88,10 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
         None => None,
     };
     let base_id = base.as_ref().and_then(|b| b.manifests.first()).map(|m| m.backup_id.clone());
+    let version = if base.is_some() { FORMAT_VERSION_LISTING } else { FORMAT_VERSION };
     let manifest = Manifest {
         format: FORMAT_NAME.into(),
-        version: FORMAT_VERSION,
+        version,
         backup_id: new_backup_id()?,
         base_backup_id: base_id.clone(),
         created: crate::ops::create::now(Default::default()),
@@ -101,6 +116,9 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
             ..Default::default()
         },
         progress,
+        listing: (version >= FORMAT_VERSION_LISTING).then(Vec::new),
+        next_ord: 1,
+        created: manifest.created,
     };
     progress.start("backup", None);
     // The manifest.
@@ -133,9 +151,9 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
             None,
         )
     })?;
-    c.member("./".to_string(), root, &[])?;
-    let mut stack: Vec<(String, u64)> = vec![("./".to_string(), snap.root)];
-    while let Some((dpath, dino)) = stack.pop() {
+    let root_ord = c.member("./".to_string(), root, &[], 0)?;
+    let mut stack: Vec<(String, u64, u64)> = vec![("./".to_string(), snap.root, root_ord)];
+    while let Some((dpath, dino, dord)) = stack.pop() {
         let Some(Inode {
             body: Body::Dir { entries, .. },
             ..
@@ -157,13 +175,16 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
             path.push_str(&comp);
             if child.is_dir() {
                 path.push('/');
-                stack.push((path.clone(), e.ino));
+                let ord = c.member(path.clone(), child, &e.name, dord)?;
+                stack.push((path, e.ino, ord));
+            } else {
+                c.member(path, child, &e.name, dord)?;
             }
-            c.member(path, child, &e.name)?;
         }
     }
 
     // The trailer.
+    c.flush_listing()?;
     let mut recs = Vec::new();
     push_record(&mut recs, K_PATH.as_bytes(), TRAILER_NAME.as_bytes());
     push_record(&mut recs, K_MEMBERS.as_bytes(), c.report.members.to_string().as_bytes());
@@ -197,7 +218,72 @@ fn truncated(s: &[u8]) -> Vec<u8> {
 }
 
 impl<W: Write> Ctx<'_, W> {
-    fn member(&mut self, path: String, ino: &Inode, name_ct: &[u8]) -> Result<()> {
+    /// The listing entry of a member without data (its common fields).
+    fn entry(&self, typeflag: u8, ino: &Inode, name_ct: &[u8], parent_ord: u64, body: listing::Body) -> Entry {
+        Entry {
+            typeflag,
+            parent: parent_ord,
+            name: name_ct.to_vec(),
+            mode: ino.mode,
+            uid: ino.uid,
+            gid: ino.gid,
+            rdev: ino.rdev,
+            mtime: ino.mtime,
+            atime: ino.atime,
+            ctime: ino.ctime,
+            xattrs: ino.xattrs.clone(),
+            body,
+        }
+    }
+
+    /// Adds `e` to the listing; false when it is too big for one (it is then
+    /// written as a pax member).
+    fn list(&mut self, e: &Entry) -> Result<bool> {
+        let mut b = Vec::new();
+        e.encode(&mut b);
+        if b.len() as u64 > MAX_LISTING {
+            return Ok(false);
+        }
+        if self.listing.as_ref().is_some_and(|l| (l.len() + b.len()) as u64 > MAX_LISTING) {
+            self.flush_listing()?;
+        }
+        if let Some(l) = self.listing.as_mut() {
+            l.extend_from_slice(&b);
+        }
+        Ok(true)
+    }
+
+    /// Writes the listing filled so far, if any, as a member.
+    fn flush_listing(&mut self) -> Result<()> {
+        let Some(l) = self.listing.as_mut().filter(|l| !l.is_empty()) else {
+            return Ok(());
+        };
+        let data = std::mem::take(l);
+        let mut recs = Vec::new();
+        push_record(&mut recs, K_PATH.as_bytes(), LISTING_NAME.as_bytes());
+        let h = Ustar {
+            name: LISTING_NAME.as_bytes().to_vec(),
+            mode: 0o100644,
+            size: data.len() as u64,
+            mtime: self.created,
+            typeflag: b'0',
+            ..Default::default()
+        };
+        let c = crc32c::crc32c(&data);
+        self.w.begin(&h, recs, c)?;
+        self.w.data(&data, c)?;
+        self.w.end_data()?;
+        // Keep the buffer's allocation.
+        if let Some(l) = self.listing.as_mut() {
+            *l = data;
+            l.clear();
+        }
+        Ok(())
+    }
+
+    /// Writes one tree member (into the listing when it can go there);
+    /// returns its ordinal (a hard link's is 0: it has none of its own).
+    fn member(&mut self, path: String, ino: &Inode, name_ct: &[u8], parent_ord: u64) -> Result<u64> {
         let mut recs = Vec::new();
         let mut h = Ustar {
             name: truncated(path.as_bytes()),
@@ -219,14 +305,24 @@ impl<W: Write> Ctx<'_, W> {
                 h.linkname = truncated(first.as_bytes());
                 push_record(&mut recs, K_LINKPATH.as_bytes(), first.as_bytes());
                 self.common(&mut recs, &h, ino, name_ct)?;
-                self.w.begin(&h, recs, 0)?;
-                self.w.end_data()?;
+                let target = first.as_bytes().to_vec();
+                let listed = self.listing.is_some() && {
+                    let e = self.entry(b'1', ino, name_ct, parent_ord, listing::Body::HardLink { target });
+                    self.list(&e)?
+                };
+                if !listed {
+                    self.flush_listing()?;
+                    self.w.begin(&h, recs, 0)?;
+                    self.w.end_data()?;
+                }
                 self.report.members += 1;
                 self.report.hardlinks += 1;
-                return Ok(());
+                return Ok(0);
             }
             self.first_path.insert(ino.ino, path.clone());
         }
+        let ord = self.next_ord;
+        self.next_ord += 1;
 
         let mut items = Vec::new();
         match &ino.body {
@@ -320,6 +416,30 @@ impl<W: Write> Ctx<'_, W> {
             }
         }
 
+        // Version 2: a member that stores no data goes into the listing.
+        if self.listing.is_some() && items.iter().all(|(i, _)| !i.stored) {
+            let body = match &ino.body {
+                Body::Dir { ctx, .. } => listing::Body::Dir { policy: ctx.to_bytes() },
+                Body::Symlink { ctx, blob } => listing::Body::Symlink {
+                    policy: ctx.to_bytes(),
+                    blob: blob.clone(),
+                    size: ino.size,
+                },
+                Body::File { .. } => listing::Body::File {
+                    size: ino.size,
+                    items: items.iter().map(|(i, _)| *i).collect(),
+                },
+                Body::Special => listing::Body::Special,
+            };
+            let e = self.entry(h.typeflag, ino, name_ct, parent_ord, body);
+            if self.list(&e)? {
+                self.report.members += 1;
+                self.progress.advance(1, 0);
+                return Ok(ord);
+            }
+        }
+        self.flush_listing()?;
+
         // crc32c of the data: whole extents' crcs are known; partial ones are read.
         let mut crc = 0u32;
         let mut expect = Vec::with_capacity(items.len());
@@ -366,7 +486,7 @@ impl<W: Write> Ctx<'_, W> {
         self.w.end_data()?;
         self.report.members += 1;
         self.progress.advance(1, 0);
-        Ok(())
+        Ok(ord)
     }
 
     /// Records shared by every member type, in their fixed order.

@@ -1,5 +1,5 @@
-//! The backup archive format v1 (docs/BACKUP.md): names, the manifest, and the
-//! encoding of the `CRYPTIMG.*` record values.
+//! The backup archive format, versions 1 and 2 (docs/BACKUP.md): names, the
+//! manifest, and the encoding of the `CRYPTIMG.*` record values.
 
 use base64::Engine;
 use serde::{Deserialize, Serialize};
@@ -11,8 +11,14 @@ use fscrypt::context::{ExtentContext, EXTENT_CTX_LEN};
 
 /// `format` field of the manifest.
 pub const FORMAT_NAME: &str = "cryptimg-backup";
-/// The archive format version this build writes and reads.
+/// The archive format version of full backups (no compact listing), which
+/// every reader of this format reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// The version of incremental backups: members without data are in compact
+/// listings (docs/BACKUP.md §4a).
+pub const FORMAT_VERSION_LISTING: u32 = 2;
+/// The newest version this build reads (it reads every version from 1 on).
+pub const MAX_FORMAT_VERSION: u32 = FORMAT_VERSION_LISTING;
 /// The first member.
 pub const MANIFEST_NAME: &str = "cryptimg-backup.json";
 /// The last member.
@@ -49,7 +55,7 @@ pub const K_ARCHIVE_CRC: &str = "CRYPTIMG.archive_crc32c";
 pub struct Manifest {
     /// Always `cryptimg-backup`.
     pub format: String,
-    /// Archive format version (1).
+    /// Archive format version (1, or 2 for an archive with compact listings).
     pub version: u32,
     /// 32 hex digits, random per backup.
     pub backup_id: String,
@@ -97,9 +103,9 @@ impl Manifest {
         if m.format != FORMAT_NAME {
             return Err(manifest_err(format!("format is {:?}, not {FORMAT_NAME:?}", m.format)));
         }
-        if m.version != FORMAT_VERSION {
+        if !(FORMAT_VERSION..=MAX_FORMAT_VERSION).contains(&m.version) {
             return Err(Error::Unsupported(format!(
-                "backup format version {} (this build reads version {FORMAT_VERSION})",
+                "backup format version {} (this build reads versions {FORMAT_VERSION} to {MAX_FORMAT_VERSION})",
                 m.version
             )));
         }

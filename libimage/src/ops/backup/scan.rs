@@ -17,6 +17,7 @@ use std::io::Read;
 use sha2::{Digest, Sha256};
 
 use super::format::*;
+use super::listing::{Decoder, LISTING_NAME, MAX_LISTING};
 use super::pax::{parse_records, PaxReader, RawMember, Record, Ustar, CRC_KEY};
 use super::segments::Segments;
 use crate::error::{CorruptKind, Error, Result};
@@ -68,9 +69,11 @@ pub struct Member {
     /// Inode size: bytes of a regular file, plaintext length of a symlink target.
     pub size: u64,
     pub kind: Kind,
-    /// Archive offset of the member's `x` header.
+    /// Archive offset of the member's `x` header (of its entry, for a
+    /// member in a compact listing).
     pub offset: u64,
-    /// Archive offset of the member's data.
+    /// Archive offset of the member's data (of its entry, for a member in a
+    /// compact listing, which has no data).
     pub data_offset: u64,
 }
 
@@ -157,6 +160,11 @@ struct Walker<'s, R: Read> {
     next_ino: u64,
     stats: ScanStats,
     buf: Vec<u8>,
+    /// The manifest's format version.
+    version: u32,
+    /// Version 2: directory inode (its ordinal) → (parent inode, last path
+    /// component), to rebuild the paths of listing entries.
+    dir_names: HashMap<u64, (u64, String)>,
 }
 
 fn corrupt_at(why: &'static str, what: String, at: u64) -> Error {
@@ -174,6 +182,8 @@ pub fn scan<R: Read>(input: R, sink: &mut dyn Sink) -> Result<ScanReport> {
         next_ino: 1,
         stats: ScanStats::default(),
         buf: Vec::new(),
+        version: FORMAT_VERSION,
+        dir_names: HashMap::new(),
     };
     w.run()
 }
@@ -210,17 +220,44 @@ struct Records<'a> {
 
 impl<'a> Records<'a> {
     fn parse(raw: &'a RawMember) -> Result<Records<'a>> {
+        Self::parse_inner(raw, true)
+    }
+
+    /// The records of a listing entry: like a member's, without the checksum
+    /// record (the listing member's covers it).
+    fn listed(raw: &'a RawMember) -> Result<Records<'a>> {
+        Self::parse_inner(raw, false)
+    }
+
+    fn parse_inner(raw: &'a RawMember, with_crc: bool) -> Result<Records<'a>> {
         let at = raw.offset;
-        let recs = parse_records(&raw.pax, at)?;
+        let mut recs = parse_records(&raw.pax, at)?;
+        if !with_crc {
+            Self::check_known(&recs, at)?;
+            return Ok(Records {
+                recs,
+                prefix_crc: 0,
+                stored_crc: 0,
+            });
+        }
         let last = recs
             .last()
             .filter(|r| r.key == CRC_KEY.as_bytes())
             .ok_or_else(|| corrupt_at("the last pax record is not CRYPTIMG.crc32c", "backup member".into(), at))?;
         let stored = unhex(last.value, 4).ok_or_else(|| corrupt_at("CRYPTIMG.crc32c is not 8 hex digits", "backup member".into(), at))?;
         let prefix_crc = crc32c::crc32c(&raw.pax[..last.at]);
-        let mut recs = recs;
+        let stored_crc = u32::from_be_bytes([stored[0], stored[1], stored[2], stored[3]]);
         recs.pop();
-        for r in &recs {
+        Self::check_known(&recs, at)?;
+        Ok(Records {
+            recs,
+            prefix_crc,
+            stored_crc,
+        })
+    }
+
+    fn check_known(recs: &[Record<'_>], at: u64) -> Result<()> {
+        for r in recs {
             let ok = KNOWN.iter().any(|k| k.as_bytes() == r.key) || (r.key.starts_with(K_XATTR.as_bytes()) && r.key.len() > K_XATTR.len());
             if !ok {
                 return Err(Error::corrupt(
@@ -230,11 +267,7 @@ impl<'a> Records<'a> {
                 ));
             }
         }
-        Ok(Records {
-            recs,
-            prefix_crc,
-            stored_crc: u32::from_be_bytes([stored[0], stored[1], stored[2], stored[3]]),
-        })
+        Ok(())
     }
 
     fn get(&self, key: &str) -> Option<&'a [u8]> {
@@ -411,7 +444,11 @@ impl<R: Read> Walker<'_, R> {
                 self.trailer(&raw, &recs)?;
                 break;
             }
-            self.member(&raw, &recs)?;
+            if path == LISTING_NAME.as_bytes() {
+                self.listing(&raw, &recs)?;
+                continue;
+            }
+            self.member(&raw, &recs, false)?;
         }
         if let Some(raw) = self.r.next_member()? {
             return Err(corrupt_at("a member after the trailer", "backup archive".into(), raw.offset));
@@ -471,7 +508,91 @@ impl<R: Read> Walker<'_, R> {
         let c = self.r.data(&mut buf)?;
         self.r.end_data()?;
         self.check_crc(&raw, &recs, c, len, "manifest")?;
-        Manifest::parse(&buf)
+        let m = Manifest::parse(&buf)?;
+        self.version = m.version;
+        Ok(m)
+    }
+
+    /// A compact listing member (version 2): its data is read whole (at most
+    /// [`MAX_LISTING`] bytes), its checksum checked, then each entry is
+    /// turned back into the member it stands for and validated as one.
+    fn listing(&mut self, raw: &RawMember, recs: &Records<'_>) -> Result<()> {
+        let bad = |why: &'static str| corrupt_at(why, format!("backup member {LISTING_NAME}"), raw.offset);
+        if self.version < 2 {
+            return Err(bad("a compact listing in a version 1 archive"));
+        }
+        if raw.ustar.typeflag != b'0' {
+            return Err(bad("the listing is not a regular member"));
+        }
+        let len = self.data_len(raw, recs)?;
+        if len == 0 || len > MAX_LISTING {
+            return Err(Error::corrupt(
+                CorruptKind::OutOfRange {
+                    field: "listing size (1 byte at least)",
+                    value: len,
+                    max: MAX_LISTING,
+                },
+                format!("backup member {LISTING_NAME}"),
+                Some(raw.offset),
+            ));
+        }
+        let mut buf = vec![0u8; len as usize];
+        self.r.start_data(len);
+        let c = self.r.data(&mut buf)?;
+        self.r.end_data()?;
+        self.check_crc(raw, recs, c, len, LISTING_NAME)?;
+        let mut d = Decoder::new(&buf, raw.data_offset);
+        while !d.at_end() {
+            let at = d.offset();
+            let e = d.entry()?;
+            let path = self.entry_path(e.parent, &e.name, e.typeflag == b'5', at)?;
+            let (ustar, pax) = e.to_member(&path);
+            let m = RawMember {
+                offset: at,
+                crc_before: 0,
+                ustar,
+                pax,
+                data_offset: at,
+            };
+            let recs = Records::listed(&m)?;
+            self.member(&m, &recs, true)?;
+        }
+        Ok(())
+    }
+
+    /// The path of a listing entry named `name` in the directory whose
+    /// ordinal is `parent` (0: the root itself).
+    fn entry_path(&self, parent: u64, name: &[u8], is_dir: bool, at: u64) -> Result<String> {
+        if parent == 0 {
+            return Ok("./".into());
+        }
+        let mut comps = vec![nokey_name(name)];
+        let mut cur = parent;
+        loop {
+            // Each directory's parent was registered before it, so its
+            // ordinal is smaller: this walk ends.
+            let Some((p, comp)) = self.dir_names.get(&cur) else {
+                return Err(Error::corrupt(
+                    CorruptKind::BadMember("the parent ordinal is not an earlier directory member"),
+                    format!("backup listing entry (parent ordinal {parent})"),
+                    Some(at),
+                ));
+            };
+            if *p == 0 {
+                break;
+            }
+            comps.push(comp.clone());
+            cur = *p;
+        }
+        let mut path = String::from("./");
+        for c in comps.iter().rev() {
+            path.push_str(c);
+            path.push('/');
+        }
+        if !is_dir {
+            path.pop();
+        }
+        Ok(path)
     }
 
     fn check_crc(&self, raw: &RawMember, recs: &Records<'_>, data_crc: u32, len: u64, path: &str) -> Result<()> {
@@ -611,7 +732,8 @@ impl<R: Read> Walker<'_, R> {
     /// Validates one tree member, hands it and its data to the sink, and
     /// registers it in the tree. The steps run in a fixed order, so the first
     /// problem an archive has is always the one reported.
-    fn member(&mut self, raw: &RawMember, recs: &Records<'_>) -> Result<()> {
+    /// `listed`: the member is a listing entry (no data, no checksum of its own).
+    fn member(&mut self, raw: &RawMember, recs: &Records<'_>, listed: bool) -> Result<()> {
         let at = raw.offset;
         let path_b = recs
             .get(K_PATH)
@@ -642,8 +764,10 @@ impl<R: Read> Walker<'_, R> {
             data_offset: raw.data_offset,
         };
         self.sink.member(&m)?;
-        let data_crc = self.member_data(&m, data_len)?;
-        self.check_crc(raw, recs, data_crc, data_len, &mc.shown)?;
+        let data_crc = self.member_data(&m, data_len, listed)?;
+        if !listed {
+            self.check_crc(raw, recs, data_crc, data_len, &mc.shown)?;
+        }
         self.sink.member_done(&m)?;
         self.register(&m, comps.as_deref(), comp, is_dir);
         Ok(())
@@ -795,6 +919,9 @@ impl<R: Read> Walker<'_, R> {
     /// Enters a finished member into the tree and the statistics.
     fn register(&mut self, m: &Member, comps: Option<&[String]>, comp: String, is_dir: bool) {
         let ntype = if is_dir { NodeType::Dir } else { NodeType::Other };
+        if self.version >= 2 && is_dir {
+            self.dir_names.insert(m.ino, (m.parent, comp.clone()));
+        }
         if let Some(comps) = comps {
             self.children.insert((m.parent, comp), (m.ino, ntype));
             if is_dir {
@@ -817,11 +944,16 @@ impl<R: Read> Walker<'_, R> {
     }
 
     /// Reads a member's data, hands it to the sink and returns its crc32c.
-    fn member_data(&mut self, m: &Member, len: u64) -> Result<u32> {
-        self.r.start_data(len);
+    /// A listed member has no data and is not in the reader's stream.
+    fn member_data(&mut self, m: &Member, len: u64, listed: bool) -> Result<u32> {
+        if !listed {
+            self.r.start_data(len);
+        }
         let mut crc = 0u32;
         let Kind::File { items } = &m.kind else {
-            self.r.end_data()?;
+            if !listed {
+                self.r.end_data()?;
+            }
             return Ok(0);
         };
         let mut buf = std::mem::take(&mut self.buf);
@@ -857,7 +989,9 @@ impl<R: Read> Walker<'_, R> {
         }
         buf.clear();
         self.buf = buf;
-        self.r.end_data()?;
+        if !listed {
+            self.r.end_data()?;
+        }
         Ok(crc)
     }
 }
