@@ -257,6 +257,11 @@ fn gnu_tar_list_and_verify_read_a_v2_incremental() {
         lines.len()
     );
     assert!(lines[0].ends_with("cryptimg-backup.json") && lines[lines.len() - 1].ends_with("cryptimg-backup.end"));
+    if testkit::require_tool("bsdtar") {
+        let o = Command::new("bsdtar").args(["-tvf", s(&inc)]).output().unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        assert_eq!(String::from_utf8_lossy(&o.stdout).lines().count(), lines.len());
+    }
     let l = ok(&["list", s(&inc), "--json"]);
     let l: serde_json::Value = serde_json::from_slice(&l.stdout).unwrap();
     assert_eq!(l["members"].as_array().unwrap().len() as u64, members);
