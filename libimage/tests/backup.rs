@@ -574,3 +574,79 @@ fn write_v1_fixture_source_image() {
     let p = PathBuf::from(std::env::var("CRYPTIMG_V1_IMAGE").expect("CRYPTIMG_V1_IMAGE"));
     synth_image(&p, 41, true).unwrap();
 }
+
+/// The listings of a real incremental (every member type), mutated at
+/// random and wrapped with correct checksums so the decoder and the member
+/// checks see them: never a panic; every refusal is a corruption error.
+#[test]
+fn mutated_listings_are_refused_cleanly() {
+    use libimage::ops::backup::listing::LISTING_NAME;
+    use libimage::ops::backup::pax::{parse_records, PaxReader};
+    use testkit::backup::ArchiveMaker;
+    let t = tempfile::tempdir().unwrap();
+    let src = t.path().join("src.img");
+    synth_image(&src, 33, true).unwrap();
+    let (full, _) = backup(&src, Some("s2"), None);
+    let base = t.path().join("s2.tar");
+    std::fs::write(&base, &full).unwrap();
+    // Nothing changed since the base: every member is in a listing.
+    let (inc, rep) = backup(&src, Some("s2"), Some(&base));
+    assert_eq!(rep.stored_bytes, 0);
+    // The listing members' data, concatenated (entries are self-delimiting).
+    let mut listing = Vec::new();
+    let mut r = PaxReader::new(&inc[..]);
+    while let Some(m) = r.next_member().unwrap() {
+        let recs = parse_records(&m.pax, 0).unwrap();
+        let is_listing = recs.iter().any(|x| x.key == b"path" && x.value == LISTING_NAME.as_bytes());
+        r.start_data(m.ustar.size);
+        let mut d = vec![0u8; m.ustar.size as usize];
+        r.data(&mut d).unwrap();
+        r.end_data().unwrap();
+        if is_listing {
+            listing.extend(d);
+        }
+    }
+    assert!(listing.len() > 500, "{}", listing.len());
+    let base_id = verify_backup(&mut &full[..], &[]).unwrap().manifest.backup_id;
+    let wrap = |d: &[u8], members: u64| {
+        let mut a = ArchiveMaker::with_base(5, 2, Some(&base_id));
+        a.listing_raw(d);
+        a.members = members;
+        a.finish()
+    };
+    // Unmutated: valid, and it restores the snapshot.
+    let ok = wrap(&listing, rep.members);
+    assert_eq!(verify_backup(&mut &ok[..], &[]).unwrap().stats.members, rep.members);
+    let dst = t.path().join("ok.img");
+    restore(&ok, &dst, None, std::slice::from_ref(&base)).unwrap();
+    assert_eq!(canon(&dst, "main"), canon(&src, "s2"));
+    let mut rng = testkit::TestRng::new(34);
+    let (mut refused, mut accepted) = (0, 0);
+    for i in 0..3000 {
+        let mut d = listing.clone();
+        for _ in 0..1 + rng.next_u64() % 3 {
+            let p = (rng.next_u64() % d.len() as u64) as usize;
+            d[p] = rng.next_u64() as u8;
+        }
+        if i % 5 == 0 {
+            d.truncate((rng.next_u64() % d.len() as u64) as usize + 1);
+        }
+        let arch = wrap(&d, rep.members);
+        match verify_backup(&mut &arch[..], &[]) {
+            Ok(_) => accepted += 1,
+            Err(e) => {
+                assert!(e.is_corruption(), "mutation {i}: {e}");
+                refused += 1;
+            }
+        }
+        if i % 50 == 0 {
+            let dst = t.path().join("m.img");
+            let _ = restore(&arch, &dst, None, std::slice::from_ref(&base));
+            let _ = std::fs::remove_file(&dst);
+        }
+    }
+    // Most bytes matter (names, contexts, crcs are checked); some (times,
+    // modes, owners) take any value.
+    eprintln!("{refused} mutations refused, {accepted} accepted");
+    assert!(refused > 1500 && accepted > 0, "{refused} refused, {accepted} accepted");
+}

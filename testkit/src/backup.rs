@@ -431,6 +431,11 @@ pub type Recs = Vec<(String, Vec<u8>)>;
 impl ArchiveMaker {
     /// Starts an archive with a manifest (`version` normally 1).
     pub fn new(seed: u64, version: u32) -> ArchiveMaker {
+        Self::with_base(seed, version, None)
+    }
+
+    /// Starts an archive whose manifest names `base_backup_id` as its base.
+    pub fn with_base(seed: u64, version: u32, base_backup_id: Option<&str>) -> ArchiveMaker {
         let mut m = ArchiveMaker {
             w: pax::PaxWriter::new(Vec::new()),
             members: 0,
@@ -440,7 +445,7 @@ impl ArchiveMaker {
             format: format::FORMAT_NAME.into(),
             version,
             backup_id: hex::encode(m.rng.arr16()),
-            base_backup_id: None,
+            base_backup_id: base_backup_id.map(str::to_string),
             created: 1_700_000_000,
             image_uuid: hex::encode(m.rng.arr16()),
             snapshot: "main".into(),
