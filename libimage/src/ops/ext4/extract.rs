@@ -165,9 +165,16 @@ enum Role {
 }
 
 /// Walks the entries the selection covers, parents first, calling `f` with
-/// each and its role; the rest of the tree (beyond the directories on the
-/// way to a chosen path) is not read.
-fn walk_selected(fs: &Fs, sel: &Selection, f: &mut dyn FnMut(&Entry, Role) -> Result<()>) -> Result<()> {
+/// each and its role, and `opened` with each directory's inode when its
+/// entries are about to be visited (the walk is depth first: everything
+/// `f` sees until the next `opened` lies in that directory); the rest of the
+/// tree (beyond the directories on the way to a chosen path) is not read.
+fn walk_selected(
+    fs: &Fs,
+    sel: &Selection,
+    f: &mut dyn FnMut(&Entry, Role) -> Result<()>,
+    opened: &mut dyn FnMut(u32) -> Result<()>,
+) -> Result<()> {
     let mut inside: HashSet<u32> = HashSet::new();
     // Each pass (key check, extract) reads the tree afresh: the reader's
     // cross-link detection must not see the previous pass's claims.
@@ -193,7 +200,7 @@ fn walk_selected(fs: &Fs, sel: &Selection, f: &mut dyn FnMut(&Entry, Role) -> Re
             f(e, role)?;
             Ok(Visit::Descend)
         },
-        &mut |_, _, _| Ok(()),
+        &mut |ino, _, _| opened(ino),
     )
 }
 
@@ -213,12 +220,17 @@ fn context(fs: &Fs, ino: u32, i: &Inode) -> Result<Option<PolicyContext>> {
 /// given (a walk of the selection's inodes; no data is read).
 fn require_keys(fs: &Fs, keys: &Keyring, sel: &Selection) -> Result<()> {
     let mut needed = BTreeSet::new();
-    walk_selected(fs, sel, &mut |e, _| {
-        if let Some(c) = context(fs, e.ino, e.inode)? {
-            needed.insert(c.key);
-        }
-        Ok(())
-    })?;
+    walk_selected(
+        fs,
+        sel,
+        &mut |e, _| {
+            if let Some(c) = context(fs, e.ino, e.inode)? {
+                needed.insert(c.key);
+            }
+            Ok(())
+        },
+        &mut |_| Ok(()),
+    )?;
     keys.require(&needed.into_iter().collect::<Vec<_>>())
 }
 
@@ -253,71 +265,86 @@ fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Re
     let mut dirs: HashMap<u32, (Vec<Vec<u8>>, Option<NameCipher>)> = HashMap::new();
     // Per non-directory inode written: its path (later names are hard links).
     let mut first_path: HashMap<u32, Vec<Vec<u8>>> = HashMap::new();
-    walk_selected(fs, sel, &mut |e, _role| {
-        let i = e.inode;
-        let path = match (dirs.get(&e.parent), e.path.last()) {
-            (Some((pp, names)), Some(ct)) if e.ino != ext4fs::ROOT_INO => {
-                let name = match names {
-                    Some(c) => c
-                        .decrypt_name(ct)
-                        .map_err(|err| Error::Invalid(format!("inode {}: name does not decrypt: {err}", e.ino)))?,
-                    None => ct.clone(),
-                };
-                let mut p = pp.clone();
-                p.push(name);
-                p
+    // Directories met but not yet written: each is written when the walk
+    // opens it, so its subtree follows it directly. A tar reader sets a
+    // directory's times once it meets a member outside it; siblings'
+    // headers in between would leave the times of the extraction.
+    let pending: std::cell::RefCell<HashMap<u32, (Vec<Vec<u8>>, Meta)>> = Default::default();
+    let out = std::cell::RefCell::new(out);
+    walk_selected(
+        fs,
+        sel,
+        &mut |e, _role| {
+            let mut out = out.borrow_mut();
+            let i = e.inode;
+            let path = match (dirs.get(&e.parent), e.path.last()) {
+                (Some((pp, names)), Some(ct)) if e.ino != ext4fs::ROOT_INO => {
+                    let name = match names {
+                        Some(c) => c
+                            .decrypt_name(ct)
+                            .map_err(|err| Error::Invalid(format!("inode {}: name does not decrypt: {err}", e.ino)))?,
+                        None => ct.clone(),
+                    };
+                    let mut p = pp.clone();
+                    p.push(name);
+                    p
+                }
+                _ => Vec::new(),
+            };
+            let ctx = context(fs, e.ino, i)?;
+            let key = match &ctx {
+                Some(c) => Some(keys.get(&c.key).ok_or_else(|| Error::WrongKey {
+                    given: keys.ids(),
+                    needed: vec![c.key],
+                })?),
+                None => None,
+            };
+            let kind = i.mode & S_IFMT;
+            if kind != S_IFDIR {
+                if let Some(first) = first_path.get(&e.ino) {
+                    let m = meta(fs, e.ino, i).map_err(map_err)?;
+                    return out.hard_link(&path, first, &m);
+                }
             }
-            _ => Vec::new(),
-        };
-        let ctx = context(fs, e.ino, i)?;
-        let key = match &ctx {
-            Some(c) => Some(keys.get(&c.key).ok_or_else(|| Error::WrongKey {
-                given: keys.ids(),
-                needed: vec![c.key],
-            })?),
-            None => None,
-        };
-        let kind = i.mode & S_IFMT;
-        if kind != S_IFDIR {
-            if let Some(first) = first_path.get(&e.ino) {
-                let m = meta(fs, e.ino, i).map_err(map_err)?;
-                return out.hard_link(&path, first, &m);
+            let m = meta(fs, e.ino, i).map_err(map_err)?;
+            match kind {
+                S_IFDIR => {
+                    let names = match (&ctx, key) {
+                        (Some(c), Some(k)) => Some(k.names_key(&c.nonce)),
+                        _ => None,
+                    };
+                    pending.borrow_mut().insert(e.ino, (path.clone(), m));
+                    dirs.insert(e.ino, (path, names));
+                    return Ok(());
+                }
+                S_IFREG => {
+                    let xts = match (&ctx, key) {
+                        (Some(c), Some(k)) => Some(k.file_contents_key(&c.nonce)),
+                        _ => None,
+                    };
+                    out.file(&path, &m, i.size, &mut |put| feed_file(fs, e.ino, i, xts.as_ref(), put))?;
+                }
+                S_IFLNK => {
+                    let raw = fs.symlink_raw(e.ino, i).map_err(map_err)?;
+                    let target = match (&ctx, key) {
+                        (Some(c), Some(k)) => k
+                            .names_key(&c.nonce)
+                            .decrypt_symlink(&raw)
+                            .map_err(|err| Error::Invalid(format!("inode {}: symlink does not decrypt: {err}", e.ino)))?,
+                        _ => raw[..raw.len().saturating_sub(1)].to_vec(),
+                    };
+                    out.symlink(&path, &target, &m)?;
+                }
+                _ => out.special(&path, &m)?,
             }
-        }
-        let m = meta(fs, e.ino, i).map_err(map_err)?;
-        match kind {
-            S_IFDIR => {
-                out.dir(&path, &m)?;
-                let names = match (&ctx, key) {
-                    (Some(c), Some(k)) => Some(k.names_key(&c.nonce)),
-                    _ => None,
-                };
-                dirs.insert(e.ino, (path, names));
-                return Ok(());
-            }
-            S_IFREG => {
-                let xts = match (&ctx, key) {
-                    (Some(c), Some(k)) => Some(k.file_contents_key(&c.nonce)),
-                    _ => None,
-                };
-                out.file(&path, &m, i.size, &mut |put| feed_file(fs, e.ino, i, xts.as_ref(), put))?;
-            }
-            S_IFLNK => {
-                let raw = fs.symlink_raw(e.ino, i).map_err(map_err)?;
-                let target = match (&ctx, key) {
-                    (Some(c), Some(k)) => k
-                        .names_key(&c.nonce)
-                        .decrypt_symlink(&raw)
-                        .map_err(|err| Error::Invalid(format!("inode {}: symlink does not decrypt: {err}", e.ino)))?,
-                    _ => raw[..raw.len().saturating_sub(1)].to_vec(),
-                };
-                out.symlink(&path, &target, &m)?;
-            }
-            _ => out.special(&path, &m)?,
-        }
-        first_path.insert(e.ino, path);
-        Ok(())
-    })
+            first_path.insert(e.ino, path);
+            Ok(())
+        },
+        &mut |ino| match pending.borrow_mut().remove(&ino) {
+            Some((path, m)) => out.borrow_mut().dir(&path, &m),
+            None => Ok(()),
+        },
+    )
 }
 
 /// Extracts the whole tree of the ext4 image `fs` into `dest`.
