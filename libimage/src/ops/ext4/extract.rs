@@ -259,6 +259,9 @@ fn feed_file(fs: &Fs, ino: u32, i: &Inode, xts: Option<&fscrypt::XtsKey>, put: &
     })
 }
 
+/// A directory met by the walk, written when the walk opens it: its path and metadata.
+type PendingDir = (Vec<Vec<u8>>, Meta);
+
 /// Writes the selection to `out`.
 fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Result<()> {
     // Per directory: its plaintext path and its names cipher (encrypted dirs).
@@ -269,7 +272,7 @@ fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Re
     // opens it, so its subtree follows it directly. A tar reader sets a
     // directory's times once it meets a member outside it; siblings'
     // headers in between would leave the times of the extraction.
-    let pending: std::cell::RefCell<HashMap<u32, (Vec<Vec<u8>>, Meta)>> = Default::default();
+    let pending: std::cell::RefCell<HashMap<u32, PendingDir>> = Default::default();
     let out = std::cell::RefCell::new(out);
     walk_selected(
         fs,
