@@ -224,7 +224,7 @@ fn ext4_tar_stream_round_trips_through_gnu_tar() {
     let (src, img, key) = setup(t.path());
     let out = t.path().join("out");
     fs::create_dir(&out).unwrap();
-    let producer = Command::new(env!("CARGO_BIN_EXE_fsck-crypt"))
+    let mut producer = Command::new(env!("CARGO_BIN_EXE_fsck-crypt"))
         .arg("extract")
         .arg(&img)
         .arg("-")
@@ -238,9 +238,11 @@ fn ext4_tar_stream_round_trips_through_gnu_tar() {
     let o = Command::new("tar")
         .args(["-xpf", "-", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
         .arg(&out)
-        .stdin(producer.stdout.unwrap())
+        .stdin(producer.stdout.take().unwrap())
         .output()
         .unwrap();
+    let p = producer.wait_with_output().unwrap();
+    assert!(p.status.success(), "fsck-crypt: {}", String::from_utf8_lossy(&p.stderr));
     assert!(o.status.success(), "tar: {}", String::from_utf8_lossy(&o.stderr));
     let diff = tree_diff(&src, &out.join("data"));
     assert!(diff.is_empty(), "differences: {diff:#?}");
