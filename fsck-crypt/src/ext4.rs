@@ -128,6 +128,8 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
     Ok(r.exit_code)
 }
 
+const PATH_HINT: &str = "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them";
+
 /// `extract IMAGE DEST [PATH]...`: to a directory, or a pax stream when DEST is `-`.
 pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf], json: bool) -> anyhow::Result<i32> {
     let to_tar = dest.as_os_str() == "-";
@@ -138,12 +140,16 @@ pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf
     let fs = ext4::reader::open(image)?;
     let (stats, destination) = if to_tar {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out)?;
+        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
         (st, "standard output (pax tar)".to_string())
     } else {
         let as_root = libimage::tree::write::running_as_root();
-        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root)
-            .map_err(|e| cryptimg_cli::flag_hint(e, "DEST must be new or an empty directory"))?;
+        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root).map_err(|e| {
+            cryptimg_cli::flag_hint(
+                e,
+                "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them; DEST must be new or an empty directory",
+            )
+        })?;
         (st, dest.display().to_string())
     };
     let r = ExtractReport { destination, stats };

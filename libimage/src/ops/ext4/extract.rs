@@ -155,24 +155,16 @@ impl Selection {
     }
 }
 
-/// What the selected walk does with an entry.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Role {
-    /// Chosen (or inside a chosen directory): written with what is below.
-    Inside,
-    /// A directory above a chosen entry: written, then only the way down.
-    Above,
-}
-
-/// Walks the entries the selection covers, parents first, calling `f` with
-/// each and its role, and `opened` with each directory's inode when its
+/// Walks the entries the selection covers (the chosen ones with everything
+/// below them, and the directories on the way to them), parents first,
+/// calling `f` with each, and `opened` with each directory's inode when its
 /// entries are about to be visited (the walk is depth first: everything
 /// `f` sees until the next `opened` lies in that directory); the rest of the
 /// tree (beyond the directories on the way to a chosen path) is not read.
 fn walk_selected(
     fs: &Fs,
     sel: &Selection,
-    f: &mut dyn FnMut(&Entry, Role) -> Result<()>,
+    f: &mut dyn FnMut(&Entry) -> Result<()>,
     opened: &mut dyn FnMut(u32) -> Result<()>,
 ) -> Result<()> {
     let mut inside: HashSet<u32> = HashSet::new();
@@ -184,20 +176,17 @@ fn walk_selected(
         &mut |e| {
             let is_dir = e.inode.mode & S_IFMT == S_IFDIR;
             let root = e.ino == ext4fs::ROOT_INO && e.path.is_empty();
-            let role = if sel.all
+            let chosen = sel.all
                 || inside.contains(&e.parent) && !root
-                || e.path.last().is_some_and(|n| sel.chosen.contains(&(e.parent, n.clone())))
-            {
-                Role::Inside
-            } else if root || is_dir && sel.above.contains(&e.ino) {
-                Role::Above
-            } else {
+                || e.path.last().is_some_and(|n| sel.chosen.contains(&(e.parent, n.clone())));
+            let on_the_way = root || is_dir && sel.above.contains(&e.ino);
+            if !chosen && !on_the_way {
                 return Ok(Visit::Skip);
-            };
-            if is_dir && role == Role::Inside {
+            }
+            if is_dir && chosen {
                 inside.insert(e.ino);
             }
-            f(e, role)?;
+            f(e)?;
             Ok(Visit::Descend)
         },
         &mut |ino, _, _| opened(ino),
@@ -223,7 +212,7 @@ fn require_keys(fs: &Fs, keys: &Keyring, sel: &Selection) -> Result<()> {
     walk_selected(
         fs,
         sel,
-        &mut |e, _| {
+        &mut |e| {
             if let Some(c) = context(fs, e.ino, e.inode)? {
                 needed.insert(c.key);
             }
@@ -277,7 +266,7 @@ fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Re
     walk_selected(
         fs,
         sel,
-        &mut |e, _role| {
+        &mut |e| {
             let mut out = out.borrow_mut();
             let i = e.inode;
             let path = match (dirs.get(&e.parent), e.path.last()) {
