@@ -7,8 +7,10 @@ use std::path::{Path, PathBuf};
 
 use cryptimg_cli::exit;
 use libimage::engine::atomic::AtomicFile;
-use libimage::ops::ext4::archive::{read_archive, sniff, Ext4Manifest, Ext4Sink, Kind, Member};
-use libimage::ops::ext4::{backup, reader, restore};
+use libimage::ops::ext4::archive::sniff;
+use libimage::ops::ext4::{backup, list, reader, restore};
+
+const TOOL: &str = "backup-crypt";
 
 pub fn is_ext4_image(p: &Path) -> bool {
     reader::is_ext4(p)
@@ -32,7 +34,7 @@ pub fn peek(mut r: Box<dyn Read>) -> anyhow::Result<(bool, Box<dyn Read>)> {
     Ok((is, Box::new(Cursor::new(head).chain(r))))
 }
 
-pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool) -> anyhow::Result<i32> {
+pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, json: bool) -> anyhow::Result<i32> {
     let mut prev = match &since {
         Some(p) => Some(std::fs::File::open(p).map_err(|e| libimage::Error::io(format!("opening {}", p.display()), e))?),
         None => None,
@@ -53,11 +55,15 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool) 
         tmp.persist(true)?;
         rep
     };
-    if !quiet {
-        let text = format!(
-            "ext4 backup {}: {} members, {} encrypted files ({} unchanged since the base), {} bytes of ciphertext, {} bytes of plaintext, archive {} bytes",
-            rep.backup_id, rep.members, rep.encrypted_files, rep.unchanged_files, rep.ciphertext_bytes, rep.plain_bytes, rep.archive_bytes
-        );
+    if !quiet || json {
+        let text = if json {
+            cryptimg_cli::json::to_string(TOOL, "create", &rep)?
+        } else {
+            format!(
+                "ext4 backup {}: {} members, {} encrypted files ({} unchanged since the base), {} bytes of ciphertext, {} bytes of plaintext, archive {} bytes",
+                rep.backup_id, rep.members, rep.encrypted_files, rep.unchanged_files, rep.ciphertext_bytes, rep.plain_bytes, rep.archive_bytes
+            )
+        };
         if to_stdout {
             eprintln!("{text}");
         } else {
@@ -67,9 +73,11 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool) 
     Ok(exit::OK)
 }
 
-pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet: bool) -> anyhow::Result<i32> {
+pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet: bool, json: bool) -> anyhow::Result<i32> {
     let rep = restore::restore(&mut input, image, &restore::Ext4RestoreOptions { size, force: false })?;
-    if !quiet {
+    if json {
+        cryptimg_cli::json::print(TOOL, "restore", &rep)?;
+    } else if !quiet {
         println!(
             "restored an ext4 backup into new image {}: {} members, {} files, {} ciphertext blocks",
             image.display(),
@@ -81,78 +89,49 @@ pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet:
     Ok(exit::OK)
 }
 
-struct Lister<'a> {
-    out: &'a mut dyn Write,
-    list: bool,
-    manifest: Option<Ext4Manifest>,
-    stored: u64,
-}
-
-impl Ext4Sink for Lister<'_> {
-    fn manifest(&mut self, m: &Ext4Manifest) -> libimage::Result<()> {
-        self.manifest = Some(m.clone());
-        Ok(())
+/// `list`: the members (validated as `verify` validates them).
+pub fn list(mut input: Box<dyn Read>, json: bool) -> anyhow::Result<i32> {
+    let l = list::list_archive(&mut input)?;
+    let mut out = std::io::stdout().lock();
+    if json {
+        writeln!(out, "{}", cryptimg_cli::json::to_string(TOOL, "list", &l)?)?;
+        return Ok(exit::OK);
     }
-    fn member(&mut self, m: &Member, _d: &mut dyn FnMut(&mut [u8]) -> libimage::Result<usize>) -> libimage::Result<()> {
-        self.stored += m.runs.iter().map(|r| r.1 * 4096).sum::<u64>();
-        if !self.list {
-            return Ok(());
-        }
-        let kind = match m.kind {
-            Kind::Dir => "dir",
-            Kind::File => "file",
-            Kind::Symlink => "symlink",
-            Kind::HardLink => "hardlink",
-            Kind::Special => "special",
-        };
-        let target = match m.kind {
-            Kind::Symlink if m.context.is_none() => format!(" -> {}", String::from_utf8_lossy(&m.link)),
-            Kind::HardLink => format!(" link to {}", String::from_utf8_lossy(&m.link)),
+    for m in &l.members {
+        let target = match (m.kind, &m.raw_target) {
+            ("hardlink", Some(t)) => format!(" link to {}", String::from_utf8_lossy(t)),
+            (_, Some(t)) => format!(" -> {}", String::from_utf8_lossy(t)),
             _ => String::new(),
         };
-        let io = |e| libimage::Error::io("writing the listing", e);
         writeln!(
-            self.out,
+            out,
             "{:<8} {:>7o} {:>5}/{:<5} {:>12} {}{}{}",
-            kind,
+            m.kind,
             m.mode & 0o7777,
             m.uid,
             m.gid,
             m.size,
-            String::from_utf8_lossy(&m.path),
+            String::from_utf8_lossy(&m.raw_path),
             target,
-            if m.context.is_some() { " [encrypted]" } else { "" }
-        )
-        .map_err(io)
+            if m.encrypted { " [encrypted]" } else { "" }
+        )?;
     }
-}
-
-pub fn list(mut input: Box<dyn Read>) -> anyhow::Result<i32> {
-    let mut out = std::io::stdout().lock();
-    let mut l = Lister {
-        out: &mut out,
-        list: true,
-        manifest: None,
-        stored: 0,
-    };
-    read_archive(&mut input, &mut l)?;
     Ok(exit::OK)
 }
 
-pub fn verify(mut input: Box<dyn Read>) -> anyhow::Result<i32> {
-    let mut sink = std::io::sink();
-    let mut l = Lister {
-        out: &mut sink,
-        list: false,
-        manifest: None,
-        stored: 0,
-    };
-    let (n, keys) = read_archive(&mut input, &mut l)?;
-    let id = l.manifest.map(|m| m.backup_id).unwrap_or_default();
+/// `verify`: every checksum, without any image.
+pub fn verify(mut input: Box<dyn Read>, json: bool) -> anyhow::Result<i32> {
+    let r = list::verify_archive(&mut input)?;
+    if json {
+        cryptimg_cli::json::print(TOOL, "verify", &r)?;
+        return Ok(exit::OK);
+    }
+    let id = r.manifest.as_ref().map(|m| m.backup_id.clone()).unwrap_or_default();
     println!(
-        "ok: ext4 backup {id}: {n} members, {} bytes of ciphertext blocks, every member checksum and the archive crc32c verified; keys needed: {}",
-        l.stored,
-        if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
+        "ok: ext4 backup {id}: {} members, {} bytes of ciphertext blocks, every member checksum and the archive crc32c verified; keys needed: {}",
+        r.members,
+        r.ciphertext_bytes,
+        if r.keys_needed.is_empty() { "none".to_string() } else { r.keys_needed.join(", ") }
     );
     Ok(exit::OK)
 }

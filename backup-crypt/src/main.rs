@@ -1,4 +1,4 @@
-//! backup-crypt: ciphertext-only backup and restore of cryptimg images.
+//! backup-crypt: ciphertext-only backup and restore of cryptimg and ext4 images.
 //! Flags and output only; the work is done in `libimage::ops::backup`.
 
 mod ext4;
@@ -56,7 +56,7 @@ fn create(c: CreateCmd) -> anyhow::Result<i32> {
         anyhow::bail!("{} already exists; pass --force to replace it", output.display());
     }
     if ext4::is_ext4_image(&image) {
-        return ext4::create(&image, &output, since, quiet);
+        return ext4::create(&image, &output, since, quiet, json);
     }
     let bar = out.bar();
     let opts = BackupOptions { snapshot, since };
@@ -109,7 +109,7 @@ fn restore(
 ) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::restore(r, &image, size, out.quiet);
+        return ext4::restore(r, &image, size, out.quiet, out.json);
     }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
@@ -139,7 +139,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
     let keys = load_keys(&key_file)?;
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::list(r);
+        return ext4::list(r, json);
     }
     let (manifest, entries) =
         backup::list_backup(&mut r, &keys).map_err(|e| cryptimg_cli::archive_error(e, "check the arguments and try again"))?;
@@ -175,7 +175,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
 fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::verify(r);
+        return ext4::verify(r, json);
     }
     let rep = backup::verify_backup(&mut r, &bases)
         .map_err(|e| cryptimg_cli::archive_error(e, "name every base backup of the chain with --base"))?;

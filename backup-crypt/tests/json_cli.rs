@@ -1,5 +1,5 @@
 //! Every backup-crypt command prints one JSON document in the shared
-//! envelope with `--json`, table-driven.
+//! envelope with `--json`, table-driven, for cryptimg and ext4 images.
 
 use std::process::Command;
 
@@ -54,4 +54,66 @@ fn list_with_a_wrong_key_warns() {
     for id in needed {
         assert!(err.contains(id.as_str().unwrap()), "{err}");
     }
+}
+
+/// The same table for an ext4 image (`mkfs-crypt create --format ext4`) and
+/// its archive, with exact counts.
+#[test]
+fn every_command_prints_the_json_envelope_for_ext4() {
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n).to_str().unwrap().to_string();
+    let (k, src, img, tar, restored) = (p("k"), p("src"), p("e.img"), p("e.tar"), p("restored.img"));
+    std::fs::create_dir_all(t.path().join("src/d")).unwrap();
+    std::fs::write(t.path().join("src/a"), b"hello").unwrap();
+    std::fs::write(t.path().join("src/d/b"), vec![7u8; 5000]).unwrap();
+    let mkfs = testkit::workspace_bin("mkfs-crypt");
+    for args in [
+        vec!["keygen", &k],
+        vec!["create", "--format", "ext4", "--root", &src, "--key-file", &k, "--quiet", &img],
+    ] {
+        let o = Command::new(&mkfs).args(&args).env_remove("SOURCE_DATE_EPOCH").output().unwrap();
+        assert!(o.status.success(), "mkfs-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    }
+    let table: Vec<(&str, Vec<&str>)> = vec![
+        ("create", vec!["create", &img, "-o", &tar, "--json"]),
+        ("list", vec!["list", &tar, "--json"]),
+        ("verify", vec!["verify", &tar, "--json"]),
+        ("restore", vec!["restore", &tar, &restored, "--json"]),
+    ];
+    let mut docs = std::collections::HashMap::new();
+    for (command, args) in &table {
+        let o = Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
+            .args(args)
+            .env_remove("CRYPTIMG_FAIL_AFTER_WRITES")
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "backup-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+            .unwrap_or_else(|e| panic!("backup-crypt {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+        assert_eq!(v["format_version"], 1, "{command}: {v}");
+        assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
+        assert_eq!(v["command"], *command, "{command}: {v}");
+        docs.insert(*command, v);
+    }
+    let (c, l, v, r) = (&docs["create"], &docs["list"], &docs["verify"], &docs["restore"]);
+    // 2 encrypted files: 1 + 2 blocks of ciphertext.
+    assert_eq!(c["encrypted_files"], 2, "{c}");
+    assert_eq!(c["ciphertext_bytes"], 3 * 4096, "{c}");
+    assert_eq!(c["archive_bytes"].as_u64(), Some(std::fs::metadata(&tar).unwrap().len()), "{c}");
+    assert_eq!(v["archive_bytes"], c["archive_bytes"], "{v}");
+    assert_eq!(v["ciphertext_bytes"], c["ciphertext_bytes"], "{v}");
+    assert_eq!(v["members"], c["members"], "{v}");
+    assert_eq!(v["manifest"]["backup_id"], c["backup_id"], "{v}");
+    assert_eq!(l["members"].as_array().unwrap().len() as u64, c["members"].as_u64().unwrap(), "{l}");
+    let b = l["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["type"] == "file" && m["size"] == 5000)
+        .unwrap_or_else(|| panic!("{l}"));
+    assert_eq!(b["encrypted"], true);
+    assert_eq!(b["stored_bytes"], 2 * 4096);
+    assert!(b["mtime"].is_i64() && b["mtime_nsec"].is_u64(), "times are numbers: {b}");
+    assert_eq!(r["files"], 2, "{r}");
+    assert_eq!(r["members"], c["members"], "{r}");
 }

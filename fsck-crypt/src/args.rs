@@ -14,7 +14,7 @@ For `check`, warnings (a damaged spare superblock slot) count as errors left unc
 Keys are read from files (or `-` for stdin), never from the command line.";
 
 #[derive(Parser)]
-#[command(name = "fsck-crypt", version = cryptimg_cli::VERSION, about = "Check, inspect and extract cryptimg images", after_help = EXIT_CODES)]
+#[command(name = "fsck-crypt", version = cryptimg_cli::VERSION, about = "Check, inspect and extract cryptimg and fscrypt-encrypted ext4 images", after_help = EXIT_CODES)]
 pub struct Cli {
     /// When another process holds the image, wait for it instead of failing.
     #[arg(long, global = true)]
@@ -25,21 +25,22 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Cmd {
-    /// Superblock, snapshots, and the key ids each snapshot needs (no key required).
+    /// Superblock, snapshots, and the key ids each snapshot needs (no key required); for ext4, the
+    /// encrypted directories and their key ids.
     Info {
-        /// The image file (cryptimg or ext4).
+        /// The image file (cryptimg, or ext4 image or block device).
         image: PathBuf,
-        /// Print the information as JSON.
+        /// Print the information as JSON (exact byte counts, times as Unix seconds).
         #[arg(long)]
         json: bool,
     },
     /// List a directory: no-key names without a key, real names with one.
     Ls {
-        /// The image file.
+        /// The image file (cryptimg or ext4).
         image: PathBuf,
         /// Directory or file inside the snapshot (real names with a key, no-key names without).
         path: Option<String>,
-        /// Snapshot to list (default: the only one, or `main`).
+        /// Snapshot to list (default: the only one, or `main`; not for ext4).
         #[arg(long)]
         snapshot: Option<String>,
         /// Key file(s) (repeatable; `-` = stdin once).
@@ -61,7 +62,7 @@ pub enum Cmd {
     /// Write a snapshot's tree (or only PATHs) back to DEST with all metadata (ownership and devices
     /// only as root), or as a pax tar stream to standard output when DEST is `-`.
     Extract {
-        /// The image file.
+        /// The image file (cryptimg or ext4).
         image: PathBuf,
         /// Destination directory (absent or empty), or `-` for a pax tar stream on standard output
         /// (refused on a terminal).
@@ -69,7 +70,7 @@ pub enum Cmd {
         /// Paths inside the snapshot to extract (a directory means its subtree), with their parent
         /// directories; all of it when none.
         paths: Vec<PathBuf>,
-        /// Snapshot to extract (default: the only one, or `main`).
+        /// Snapshot to extract (default: the only one, or `main`; not for ext4).
         #[arg(long)]
         snapshot: Option<String>,
         /// Key file(s) (repeatable; `-` = stdin once).
@@ -84,11 +85,11 @@ pub enum Cmd {
     },
     /// Print one regular file's contents to standard output.
     Cat {
-        /// The image file.
+        /// The image file (cryptimg or ext4).
         image: PathBuf,
         /// The file inside the snapshot (real names; `.` and `..` work as in a shell).
         path: PathBuf,
-        /// Snapshot to read (default: the only one, or `main`).
+        /// Snapshot to read (default: the only one, or `main`; not for ext4).
         #[arg(long)]
         snapshot: Option<String>,
         /// Key file(s) (repeatable; `-` = stdin once).
@@ -99,22 +100,22 @@ pub enum Cmd {
 
 #[derive(Args)]
 pub struct CheckArgs {
-    /// The image file to check.
+    /// The image file to check (cryptimg, or ext4 image or block device).
     pub image: PathBuf,
     /// Key file(s) to verify (repeatable; `-` = stdin once).
     #[arg(long)]
     pub key_file: Vec<PathBuf>,
-    /// Restrict the keyed checks, key coverage and --data to one snapshot.
+    /// Restrict the keyed checks, key coverage and --data to one snapshot (not for ext4).
     #[arg(long)]
     pub snapshot: Option<String>,
     /// Also recompute the crc32c of every extent's ciphertext (a scrub).
     #[arg(long)]
     pub data: bool,
-    /// Print one JSON document (findings, repairs, summary).
+    /// Print one JSON document (findings with code, severity, where, message and hint; repairs; summary).
     #[arg(long)]
     pub json: bool,
     /// Fix refcounts, leaked blocks, a stale superblock slot, dangling entries, orphans and
-    /// link counts, in one copy-on-write commit.
+    /// link counts, in one copy-on-write commit (cryptimg only: ext4 repair is e2fsck's job).
     #[arg(long)]
     pub repair: bool,
     /// No progress bar.

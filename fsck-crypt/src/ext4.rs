@@ -1,44 +1,48 @@
 //! The ext4 side of fsck-crypt (format detected by the ext4 magic): output
-//! only; the work is in `libimage::ops::ext4`.
+//! only; the work is in `libimage::ops::ext4`, and every `--json` document is
+//! one of its report types in the shared envelope.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
+use cryptimg_cli::human::{bytes as hb, utc_date};
 use cryptimg_cli::{exit, load_keys};
 use libimage::ops::ext4::{self, check::Ext4CheckOptions};
+use libimage::ops::read::ExtractReport;
+
+const TOOL: &str = "fsck-crypt";
 
 pub fn is_ext4(image: &Path) -> bool {
     ext4::reader::is_ext4(image)
 }
 
+/// ext4 images have no snapshots: `--snapshot` is a usage error.
+pub fn refuse_snapshot(snapshot: &Option<String>) -> Option<i32> {
+    snapshot.as_ref().map(|_| {
+        eprintln!("fsck-crypt: --snapshot does not apply to ext4 images (they have no snapshots)");
+        exit::USAGE
+    })
+}
+
 pub fn info(image: &Path, json: bool) -> anyhow::Result<i32> {
-    let r = ext4::check::check(
-        image,
-        &libimage::engine::image::Keyring::new(Vec::new()),
-        Ext4CheckOptions::default(),
-    )?;
-    let sb = ext4::reader::open(image)?.superblock().clone();
+    let i = ext4::check::info(image)?;
     if json {
-        let v = serde_json::json!({
-            "format": "ext4",
-            "blocks": sb.blocks_count,
-            "inodes": sb.inodes_count,
-            "encrypted_directories": r.policy_roots,
-            "keys": r.keys,
-        });
-        cryptimg_cli::json::print("fsck-crypt", "info", &v)?;
+        cryptimg_cli::json::print(TOOL, "info", &i)?;
         return Ok(exit::OK);
     }
     println!("image        {}", image.display());
     println!(
-        "format       ext4, block size 4096, {} blocks, {} inodes",
-        sb.blocks_count, sb.inodes_count
+        "format       ext4, block size {}, {} blocks ({} free), {} inodes ({} free)",
+        i.block_size, i.total_blocks, i.free_blocks, i.inodes, i.free_inodes
     );
+    println!("uuid         {}", i.uuid);
+    println!("written      {}", utc_date(i.commit_time));
+    println!("file size    {} ({} on disk)", hb(i.file_bytes), hb(i.disk_bytes));
     println!("encrypted directories (policy roots):");
-    for p in &r.policy_roots {
+    for p in &i.encrypted_directories {
         println!("  {}  (inode {}) key {}", p.path, p.inode, p.key_id);
     }
-    for k in &r.keys {
+    for k in &i.keys {
         println!(
             "key {} protects {} directories, {} files, {} symlinks",
             k.key_id, k.directories, k.files, k.symlinks
@@ -47,11 +51,22 @@ pub fn info(image: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-pub fn ls(image: &Path, path: Option<String>, key_file: &[PathBuf], style: cryptimg_cli::quote::QuotingStyle) -> anyhow::Result<i32> {
+pub fn ls(
+    image: &Path,
+    path: Option<String>,
+    key_file: &[PathBuf],
+    style: cryptimg_cli::quote::QuotingStyle,
+    json: bool,
+) -> anyhow::Result<i32> {
     let keys = load_keys(key_file)?;
     let fs = ext4::reader::open(image)?;
+    let entries = ext4::list::ls(&fs, path.as_deref().unwrap_or(""), &keys)?;
+    if json {
+        cryptimg_cli::json::print(TOOL, "ls", &serde_json::json!({ "entries": entries }))?;
+        return Ok(exit::OK);
+    }
     let mut out = std::io::stdout().lock();
-    for e in ext4::list::ls(&fs, path.as_deref().unwrap_or(""), &keys)? {
+    for e in entries {
         write!(out, "{:06o} {:>5} {:>5} {:>12} ", e.mode, e.uid, e.gid, e.size)?;
         out.write_all(&style.quote(&e.name))?;
         writeln!(out)?;
@@ -68,7 +83,7 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
     let r = ext4::check::check(image, &keys, Ext4CheckOptions { data })?;
     let mut out = std::io::stdout().lock();
     if json {
-        writeln!(out, "{}", cryptimg_cli::json::to_string("fsck-crypt", "check", &r)?)?;
+        writeln!(out, "{}", cryptimg_cli::json::to_string(TOOL, "check", &r)?)?;
         return Ok(r.exit_code);
     }
     for f in &r.findings {
@@ -85,12 +100,15 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
             k.symlinks
         )?;
     }
+    let s = &r.summary;
     writeln!(
         out,
-        "checked {} inodes, read {} bytes ({} of data)",
-        r.inodes, r.bytes_read, r.data_bytes
+        "checked {} inodes, read {} of metadata and {} of data",
+        s.inodes,
+        hb(s.bytes_checked.metadata),
+        hb(s.bytes_checked.data)
     )?;
-    if r.errors + r.warnings == 0 {
+    if s.errors + s.warnings == 0 {
         writeln!(
             out,
             "{}: clean (fscrypt invariants; run e2fsck -fn for the ext4 structure)",
@@ -101,28 +119,66 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
             out,
             "{}: {} errors, {} warnings, {} notes (exit {})",
             image.display(),
-            r.errors,
-            r.warnings,
-            r.infos,
+            s.errors,
+            s.warnings,
+            s.infos,
             r.exit_code
         )?;
     }
     Ok(r.exit_code)
 }
 
-pub fn extract(image: &Path, dest: &Path, key_file: &[PathBuf]) -> anyhow::Result<i32> {
+const PATH_HINT: &str = "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them";
+
+/// `extract IMAGE DEST [PATH]...`: to a directory, or a pax stream when DEST is `-`.
+pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+    let to_tar = dest.as_os_str() == "-";
+    if to_tar {
+        cryptimg_cli::refuse_terminal_stdout("a tar stream", "e.g. `| tar -xpf -`")?;
+    }
     let keys = load_keys(key_file)?;
     let fs = ext4::reader::open(image)?;
-    let as_root = libimage::tree::write::running_as_root();
-    let st = ext4::extract::extract(&fs, &keys, dest, as_root)?;
+    let (stats, destination) = if to_tar {
+        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
+        (st, "standard output (pax tar)".to_string())
+    } else {
+        let as_root = libimage::tree::write::running_as_root();
+        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root).map_err(|e| {
+            cryptimg_cli::flag_hint(
+                e,
+                "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them; DEST must be new or an empty directory",
+            )
+        })?;
+        (st, dest.display().to_string())
+    };
+    let r = ExtractReport { destination, stats };
+    if json {
+        let text = cryptimg_cli::json::to_string(TOOL, "extract", &r)?;
+        if to_tar {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+        return Ok(exit::OK);
+    }
+    let st = &r.stats;
+    if st.skipped > 0 && !to_tar {
+        eprintln!("warning: {} device node(s) not created (creating them needs root)", st.skipped);
+    }
     eprintln!(
-        "extracted {} files, {} dirs, {} symlinks, {} special ({} skipped) to {}",
-        st.files,
-        st.dirs,
-        st.symlinks,
-        st.specials,
-        st.skipped,
-        dest.display()
+        "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {}",
+        st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped, r.destination
     );
+    Ok(exit::OK)
+}
+
+/// `cat IMAGE PATH`: one regular file to standard output.
+pub fn cat(image: &Path, path: &[u8], key_file: &[PathBuf]) -> anyhow::Result<i32> {
+    let keys = load_keys(key_file)?;
+    let fs = ext4::reader::open(image)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    ext4::extract::cat(&fs, &keys, path, &mut out)?;
+    out.flush()?;
     Ok(exit::OK)
 }

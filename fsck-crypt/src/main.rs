@@ -1,4 +1,4 @@
-//! fsck-crypt: inspect, list, extract and check cryptimg images.
+//! fsck-crypt: inspect, list, extract and check cryptimg and ext4 images.
 //! Flags and output only; the work is done in libimage.
 
 mod ext4;
@@ -76,7 +76,10 @@ fn ls(
 ) -> anyhow::Result<i32> {
     let style = QuotingStyle::or_default(style);
     if ext4::is_ext4(&image) {
-        return ext4::ls(&image, path, &key_file, style);
+        if let Some(code) = ext4::refuse_snapshot(&snapshot) {
+            return Ok(code);
+        }
+        return ext4::ls(&image, path, &key_file, style, json);
     }
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
@@ -135,6 +138,9 @@ fn ls_json(name: &[u8], i: &libimage::format::inode::Inode) -> serde_json::Value
 
 fn check(a: CheckArgs) -> anyhow::Result<i32> {
     if ext4::is_ext4(&a.image) {
+        if let Some(code) = ext4::refuse_snapshot(&a.snapshot) {
+            return Ok(code);
+        }
         return ext4::check(&a.image, &a.key_file, a.data, a.json, a.repair);
     }
     let keys = load_keys(&a.key_file)?;
@@ -221,11 +227,12 @@ fn extract(
     json: bool,
 ) -> anyhow::Result<i32> {
     use std::os::unix::ffi::OsStrExt;
+    let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
     if ext4::is_ext4(&image) {
-        if dest.as_os_str() == "-" || !paths.is_empty() {
-            anyhow::bail!("ext4 images: extract writes the whole tree to a directory (no PATH selection, no tar stream yet)");
+        if let Some(code) = ext4::refuse_snapshot(&snapshot) {
+            return Ok(code);
         }
-        return ext4::extract(&image, &dest, &key_file);
+        return ext4::extract(&image, &dest, &paths, &key_file, json);
     }
     let to_tar = dest.as_os_str() == "-";
     if to_tar {
@@ -233,7 +240,6 @@ fn extract(
     }
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
-    let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
     let bar = Bar::new(no_progress);
     let (st, to) = if to_tar {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
@@ -258,12 +264,11 @@ fn extract(
         );
     }
     if json {
-        let v = serde_json::json!({
-            "destination": to, "files": st.files, "dirs": st.dirs, "symlinks": st.symlinks,
-            "specials": st.specials, "hardlinks": st.hardlinks, "skipped": st.skipped,
-            "links_skipped": st.links_skipped, "xattrs_skipped": st.xattrs_skipped,
-        });
-        let text = cryptimg_cli::json::to_string(TOOL, "extract", &v)?;
+        let r = libimage::ops::read::ExtractReport {
+            destination: to,
+            stats: st,
+        };
+        let text = cryptimg_cli::json::to_string(TOOL, "extract", &r)?;
         if to_tar {
             eprintln!("{text}");
         } else {
@@ -280,6 +285,12 @@ fn extract(
 
 fn cat(image: PathBuf, path: PathBuf, snapshot: Option<String>, key_file: Vec<PathBuf>) -> anyhow::Result<i32> {
     use std::os::unix::ffi::OsStrExt;
+    if ext4::is_ext4(&image) {
+        if let Some(code) = ext4::refuse_snapshot(&snapshot) {
+            return Ok(code);
+        }
+        return ext4::cat(&image, path.as_os_str().as_bytes(), &key_file);
+    }
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
     let snap = img.snapshot(snapshot.as_deref())?;

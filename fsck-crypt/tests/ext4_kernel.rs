@@ -5,7 +5,9 @@
 //!   directory by directory (dirhash included);
 //! - `fsck-crypt extract` with the key equals the source tree;
 //! - `fsck-crypt check` exits 0 keyless, keyed and with --data; a wrong key
-//!   is a finding (exit 4), not a crash.
+//!   is a finding (exit 4), not a crash;
+//! - (issue 13) `extract -` piped to `tar -xpf -` equals the source tree, a
+//!   partial extract gives exactly the asked path, `info --json` parses.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -156,6 +158,71 @@ fn kernel_made_ext4_ls_check_extract() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     testkit::tree_equal(&src, &dest.join("enc/tree")).unwrap();
     assert_eq!(fs::read_dir(dest.join("enc/big")).unwrap().count(), 20_000);
+    // Issue 13 on the kernel's image: `extract -` through GNU tar gives the
+    // tree back; a partial extract gives exactly the asked path and parents;
+    // `info --json` carries the envelope and the key id.
+    if testkit::require_tool("tar") {
+        let tar_out = t.path().join("tar-out");
+        fs::create_dir(&tar_out).unwrap();
+        let mut producer = Command::new(env!("CARGO_BIN_EXE_fsck-crypt"))
+            .arg("extract")
+            .arg(&img)
+            .arg("-")
+            .arg("enc/tree")
+            .arg("--key-file")
+            .arg(&kf)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let o = Command::new("tar")
+            .args(["-xpf", "-", "--xattrs", "--xattrs-include=*", "--numeric-owner", "-C"])
+            .arg(&tar_out)
+            .stdin(producer.stdout.take().unwrap())
+            .output()
+            .unwrap();
+        let p = producer.wait_with_output().unwrap();
+        assert!(p.status.success(), "{}", String::from_utf8_lossy(&p.stderr));
+        assert!(o.status.success(), "tar: {}", String::from_utf8_lossy(&o.stderr));
+        testkit::tree_equal(&src, &tar_out.join("enc/tree")).unwrap();
+        let top: Vec<_> = fs::read_dir(tar_out.join("enc")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(top, ["tree"], "only the asked path");
+    }
+    let part = t.path().join("part");
+    let out = fsck(&[
+        "extract".as_ref(),
+        img.as_os_str(),
+        part.as_os_str(),
+        "enc/tree/links/b".as_ref(),
+        "--key-file".as_ref(),
+        kf.as_os_str(),
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut got = Vec::new();
+    let mut stack = vec![part.clone()];
+    while let Some(d) = stack.pop() {
+        for e in fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            got.push(p.strip_prefix(&part).unwrap().to_path_buf());
+            if p.is_dir() {
+                stack.push(p);
+            }
+        }
+    }
+    got.sort();
+    let want: Vec<PathBuf> = ["enc", "enc/tree", "enc/tree/links", "enc/tree/links/b", "enc/tree/links/b/second"]
+        .iter()
+        .map(PathBuf::from)
+        .collect();
+    assert_eq!(got, want);
+    let out = fsck(&["info".as_ref(), img.as_os_str(), "--json".as_ref()]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["format_version"].as_u64(), v["tool"].as_str()),
+        (Some(1), Some("fsck-crypt")),
+        "{v}"
+    );
+    assert_eq!(v["encrypted_directories"][0]["key_id"], fscrypt::KeyId(id).to_string(), "{v}");
     // ls with the key shows real names.
     let out = fsck(&[
         "ls".as_ref(),

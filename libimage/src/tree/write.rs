@@ -20,7 +20,7 @@ use crate::sys::{c_path, mkfifo, mknod, set_times, set_xattr};
 use crate::tree::{display_components, join_components, Meta};
 
 /// What a [`TreeWriter`] did.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct WriteStats {
     /// Regular files created (not counting extra hard links).
     pub files: u64,

@@ -29,7 +29,7 @@ use crate::ops::backup::pax::{octal_max, push_record, PaxWriter, Ustar};
 const BUFFER_LIMIT: u64 = 16 << 20;
 
 /// What a backup wrote.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Ext4BackupReport {
     pub backup_id: String,
     pub members: u64,

@@ -53,20 +53,94 @@ pub struct KeyUse {
     pub symlinks: u64,
 }
 
-/// The result of an ext4 check.
+/// The result of an ext4 check (`fsck-crypt check --json`): the findings
+/// (code, severity, where, message, hint) and the counts in `summary`, named
+/// as in the cryptimg report.
 #[derive(Debug, Default, Serialize)]
 pub struct Ext4Report {
     pub image: String,
+    /// Always `ext4`.
+    pub format: &'static str,
     pub findings: Vec<Finding>,
     pub policy_roots: Vec<PolicyRoot>,
     pub keys: Vec<KeyUse>,
-    pub inodes: u64,
-    pub bytes_read: u64,
-    pub data_bytes: u64,
+    pub summary: Ext4Summary,
+    /// 0 clean, 4 errors or warnings left (fsck's bitmask).
+    pub exit_code: i32,
+}
+
+/// Counts of an ext4 check.
+#[derive(Debug, Default, Serialize)]
+pub struct Ext4Summary {
     pub errors: usize,
     pub warnings: usize,
     pub infos: usize,
-    pub exit_code: i32,
+    /// Inodes visited (every name of a hard-linked file counts).
+    pub inodes: u64,
+    pub bytes_checked: Ext4BytesChecked,
+}
+
+/// Bytes the check read.
+#[derive(Debug, Default, Serialize)]
+pub struct Ext4BytesChecked {
+    /// Superblock, group descriptors, inode tables, directories, extent trees, xattr blocks.
+    pub metadata: u64,
+    /// File data blocks (`--data`).
+    pub data: u64,
+}
+
+/// `fsck-crypt info` of an ext4 image: the superblock's counts, the
+/// encrypted directories and the keys they need (field names as in the
+/// cryptimg `info` where the meaning is the same; times are Unix seconds).
+#[derive(Debug, Serialize)]
+pub struct Ext4Info {
+    pub image: String,
+    /// Always `ext4`.
+    pub format: &'static str,
+    /// Filesystem uuid, 32 hex digits.
+    pub uuid: String,
+    pub block_size: u64,
+    pub total_blocks: u64,
+    pub free_blocks: u64,
+    pub inodes: u64,
+    pub free_inodes: u64,
+    /// When the superblock was last written (`s_wtime`).
+    pub commit_time: i64,
+    /// When the filesystem was made (`s_mkfs_time`; 0 when unset).
+    pub created: i64,
+    /// Length of the image (or device) in bytes.
+    pub file_bytes: u64,
+    /// Bytes the image file occupies on disk (allocated blocks; 0 for a device).
+    pub disk_bytes: u64,
+    /// Encrypted directories whose parent is not encrypted, and their key.
+    pub encrypted_directories: Vec<PolicyRoot>,
+    /// Per key id: what it protects.
+    pub keys: Vec<KeyUse>,
+}
+
+/// Collects [`Ext4Info`] (a keyless [`check`] supplies the directories and keys).
+pub fn info(path: &Path) -> Result<Ext4Info> {
+    use std::os::unix::fs::MetadataExt;
+    let r = check(path, &Keyring::new(Vec::new()), Ext4CheckOptions::default())?;
+    let fs = super::reader::open(path)?;
+    let sb = fs.superblock();
+    let disk_bytes = std::fs::metadata(path).ok().filter(|m| m.is_file()).map_or(0, |m| m.blocks() * 512);
+    Ok(Ext4Info {
+        image: path.display().to_string(),
+        format: "ext4",
+        uuid: hex::encode(sb.uuid),
+        block_size: ext4fs::BLOCK_SIZE_U64,
+        total_blocks: sb.blocks_count,
+        free_blocks: sb.free_blocks_count,
+        inodes: u64::from(sb.inodes_count),
+        free_inodes: u64::from(sb.free_inodes_count),
+        commit_time: i64::from(sb.wtime),
+        created: i64::from(sb.mkfs_time),
+        file_bytes: fs.image_len(),
+        disk_bytes,
+        encrypted_directories: r.policy_roots,
+        keys: r.keys,
+    })
 }
 
 /// Options of [`check`].
@@ -88,6 +162,7 @@ pub fn check(path: &Path, keys: &Keyring, opts: Ext4CheckOptions) -> Result<Ext4
     let fs = super::reader::open(path)?;
     let mut r = Ext4Report {
         image: path.display().to_string(),
+        format: "ext4",
         ..Default::default()
     };
     let mut dirs: HashMap<u32, DirState> = HashMap::new();
@@ -97,7 +172,7 @@ pub fn check(path: &Path, keys: &Keyring, opts: Ext4CheckOptions) -> Result<Ext4
     let res = walk::<Stop>(
         &fs,
         &mut |e| {
-            r.inodes += 1;
+            r.summary.inodes += 1;
             let inode = e.inode;
             let kind = inode.mode & S_IFMT;
             let parent = dirs.get(&e.parent);
@@ -287,12 +362,13 @@ pub fn check(path: &Path, keys: &Keyring, opts: Ext4CheckOptions) -> Result<Ext4
         }
     }
     r.keys = keyuse.into_values().collect();
-    r.bytes_read = fs.bytes_read();
-    r.data_bytes = data_bytes;
-    r.errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
-    r.warnings = r.findings.iter().filter(|f| f.severity == Severity::Warning).count();
-    r.infos = r.findings.iter().filter(|f| f.severity == Severity::Info).count();
-    r.exit_code = if r.errors + r.warnings > 0 { 4 } else { 0 };
+    let s = &mut r.summary;
+    s.bytes_checked.data = data_bytes;
+    s.bytes_checked.metadata = fs.bytes_read().saturating_sub(data_bytes);
+    s.errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
+    s.warnings = r.findings.iter().filter(|f| f.severity == Severity::Warning).count();
+    s.infos = r.findings.iter().filter(|f| f.severity == Severity::Info).count();
+    r.exit_code = if s.errors + s.warnings > 0 { 4 } else { 0 };
     Ok(r)
 }
 

@@ -28,7 +28,7 @@ pub struct Ext4RestoreOptions {
 }
 
 /// What a restore wrote.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize)]
 pub struct Ext4RestoreReport {
     pub members: u64,
     pub files: u64,

@@ -22,23 +22,37 @@ pub(crate) fn write_zeros(out: &mut dyn Write, mut len: u64, what: &str) -> Resu
     Ok(())
 }
 
+/// Writes a file of `size` bytes to `out` in order from the `(offset, bytes)`
+/// runs `feed` hands over in increasing order: gaps (holes) and the tail up
+/// to `size` become zeros, bytes at or past `size` are dropped, so exactly
+/// `size` bytes are written. Format-neutral: cryptimg and ext4 files both
+/// stream through it. Returns `size`.
+pub fn write_ordered(out: &mut dyn Write, size: u64, feed: &mut super::tar_out::Feed<'_>, what: &str) -> Result<u64> {
+    let mut pos = 0u64;
+    feed(&mut |off, data| {
+        if off < pos {
+            return Err(Error::Invalid(format!(
+                "{what}: file data goes backwards (offset {off} after {pos})"
+            )));
+        }
+        if off >= size {
+            return Ok(());
+        }
+        let n = (data.len() as u64).min(size - off) as usize;
+        write_zeros(out, off - pos, what)?;
+        out.write_all(&data[..n]).map_err(|e| Error::io(format!("writing {what}"), e))?;
+        pos = off + n as u64;
+        Ok(())
+    })?;
+    write_zeros(out, size - pos, what)?;
+    Ok(size)
+}
+
 /// Writes the whole plaintext of regular file `ino` (`i.size` bytes) to `out`
 /// in order. Returns the bytes written.
 pub fn write_file(r: &TreeReader<'_>, ino: u64, out: &mut dyn Write, what: &str) -> Result<u64> {
     let size = r.inode(ino)?.size;
-    let mut pos = 0u64;
-    r.read_file(ino, &mut |off, data| {
-        // File maps are sorted and do not overlap (validated metadata).
-        if off < pos {
-            return Err(Error::Invalid(format!("internal: file map of inode {ino} goes backwards")));
-        }
-        write_zeros(out, off - pos, what)?;
-        out.write_all(data).map_err(|e| Error::io(format!("writing {what}"), e))?;
-        pos = off + data.len() as u64;
-        Ok(())
-    })?;
-    write_zeros(out, size.saturating_sub(pos), what)?;
-    Ok(size.max(pos))
+    write_ordered(out, size, &mut |put| r.read_file(ino, put), what)
 }
 
 /// `fsck-crypt cat`: resolves `path` in the reader's snapshot and writes the

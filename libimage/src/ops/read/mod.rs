@@ -21,6 +21,16 @@ pub mod tar_out;
 
 pub use cat::cat;
 
+/// What `fsck-crypt extract` reports (both formats; `--json`): where the
+/// tree went and what went in.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct ExtractReport {
+    /// The destination directory, or `standard output (pax tar)`.
+    pub destination: String,
+    #[serde(flatten)]
+    pub stats: WriteStats,
+}
+
 /// Read access to one snapshot with a set of keys (possibly none).
 pub struct TreeReader<'a> {
     pub img: &'a Image,

@@ -17,15 +17,20 @@
 //! (`tar -xpf - --numeric-owner` or not) keeps the image's uid and gid.
 //! Hard links are typeflag `1` members naming the first name of the inode in
 //! the stream; sockets have no tar form and are skipped (counted).
+//!
+//! The writer, [`PaxStream`], takes neutral entries (a path, a [`Meta`],
+//! file data as ordered runs), so the ext4 reader's `extract -` uses it too;
+//! [`TarSink`] adapts it to the cryptimg snapshot walk.
 
 use std::io::Write;
 
 use crate::error::{Error, Result};
+use crate::format::attrs::Meta;
 use crate::format::inode::Inode;
 use crate::tree::pax::{octal_max, padding, push_record, Ustar, ZERO_BLOCK};
 use crate::tree::write::WriteStats;
 
-use super::cat::write_file;
+use super::cat::write_ordered;
 use super::select::Sink;
 use super::TreeReader;
 
@@ -56,16 +61,24 @@ pub fn pax_time(sec: i64, nsec: u32) -> String {
     }
 }
 
-/// Writes the selection as a pax stream.
-pub struct TarSink<W: Write> {
+/// A pax tar stream over neutral entries: a path (one name per component,
+/// the root empty), its [`Meta`], and for a regular file its data as ordered
+/// `(offset, bytes)` runs. Both formats' `extract -` write through it: the
+/// cryptimg snapshot walk ([`TarSink`]) and the ext4 reader
+/// (`ops::ext4::extract`).
+pub struct PaxStream<W: Write> {
     out: W,
     /// What went in: files, dirs, symlinks, specials, hard links, skipped.
     pub stats: WriteStats,
 }
 
-impl<W: Write> TarSink<W> {
+/// Feeds a file's data: calls its argument with `(byte offset, bytes)` runs
+/// in increasing offset order (holes are the gaps between runs).
+pub type Feed<'a> = dyn FnMut(&mut dyn FnMut(u64, &[u8]) -> Result<()>) -> Result<()> + 'a;
+
+impl<W: Write> PaxStream<W> {
     pub fn new(out: W) -> Self {
-        TarSink {
+        PaxStream {
             out,
             stats: WriteStats::default(),
         }
@@ -89,7 +102,7 @@ impl<W: Write> TarSink<W> {
     }
 
     /// Writes one member's `x` header and ustar header.
-    fn header(&mut self, path: &[u8], typeflag: u8, i: &Inode, size: u64, link: &[u8]) -> Result<()> {
+    fn header(&mut self, path: &[u8], typeflag: u8, m: &Meta, size: u64, link: &[u8]) -> Result<()> {
         let mut rec = Vec::new();
         let binary = std::str::from_utf8(path).is_err() || std::str::from_utf8(link).is_err();
         if binary {
@@ -101,11 +114,11 @@ impl<W: Write> TarSink<W> {
         if link.len() > 100 {
             push_record(&mut rec, b"linkpath", link);
         }
-        push_record(&mut rec, b"mtime", pax_time(i.mtime.sec, i.mtime.nsec).as_bytes());
-        push_record(&mut rec, b"atime", pax_time(i.atime.sec, i.atime.nsec).as_bytes());
+        push_record(&mut rec, b"mtime", pax_time(m.mtime.sec, m.mtime.nsec).as_bytes());
+        push_record(&mut rec, b"atime", pax_time(m.atime.sec, m.atime.nsec).as_bytes());
         for (key, v, width) in [
-            (&b"uid"[..], u64::from(i.uid), 8),
-            (b"gid", u64::from(i.gid), 8),
+            (&b"uid"[..], u64::from(m.uid), 8),
+            (b"gid", u64::from(m.gid), 8),
             (b"size", size, 12),
         ] {
             if v > octal_max(width) {
@@ -114,7 +127,7 @@ impl<W: Write> TarSink<W> {
         }
         // Hard links carry no xattrs of their own: tar applies the first name's.
         if typeflag != b'1' {
-            for (k, v) in &i.xattrs {
+            for (k, v) in &m.xattrs {
                 if k.contains(&b'=') || k.contains(&0) {
                     return Err(Error::Invalid(format!(
                         "extended attribute {:?} of {} has a name a pax record cannot hold ('=' or NUL)",
@@ -134,7 +147,7 @@ impl<W: Write> TarSink<W> {
             name: xname,
             mode: 0o644,
             size: rec.len() as u64,
-            mtime: i.mtime.sec,
+            mtime: m.mtime.sec,
             typeflag: b'x',
             ..Default::default()
         };
@@ -143,17 +156,67 @@ impl<W: Write> TarSink<W> {
         self.raw(&rec)?;
         let h = Ustar {
             name: if path.len() > 100 { path[..100].to_vec() } else { path.to_vec() },
-            mode: i.mode & 0o7777,
-            uid: u64::from(i.uid),
-            gid: u64::from(i.gid),
+            mode: m.mode & 0o7777,
+            uid: u64::from(m.uid),
+            gid: u64::from(m.gid),
             size,
-            mtime: i.mtime.sec,
+            mtime: m.mtime.sec,
             typeflag,
             linkname: link[..link.len().min(100)].to_vec(),
-            devmajor: dev_major(i.rdev),
-            devminor: dev_minor(i.rdev),
+            devmajor: dev_major(m.rdev),
+            devminor: dev_minor(m.rdev),
         };
         self.raw(&h.encode())
+    }
+
+    /// A directory (the root is the empty path).
+    pub fn dir(&mut self, path: &[Vec<u8>], m: &Meta) -> Result<()> {
+        self.header(&Self::name(path, true), b'5', m, 0, b"")?;
+        self.stats.dirs += 1;
+        Ok(())
+    }
+
+    /// A regular file of `size` bytes whose data `feed` hands over (holes as
+    /// zeros; bytes past `size` are dropped, so the member always holds
+    /// exactly `size` bytes).
+    pub fn file(&mut self, path: &[Vec<u8>], m: &Meta, size: u64, feed: &mut Feed<'_>) -> Result<()> {
+        let name = Self::name(path, false);
+        self.header(&name, b'0', m, size, b"")?;
+        let what = format!("{} into the tar stream", String::from_utf8_lossy(&name));
+        write_ordered(&mut self.out, size, feed, &what)?;
+        self.raw(&ZERO_BLOCK[..padding(size)])?;
+        self.stats.files += 1;
+        Ok(())
+    }
+
+    /// Another name of the entry already written as `first`.
+    pub fn hard_link(&mut self, path: &[Vec<u8>], first: &[Vec<u8>], m: &Meta) -> Result<()> {
+        self.header(&Self::name(path, false), b'1', m, 0, &Self::name(first, false))?;
+        self.stats.hardlinks += 1;
+        Ok(())
+    }
+
+    /// A symbolic link with its (plaintext) target.
+    pub fn symlink(&mut self, path: &[Vec<u8>], target: &[u8], m: &Meta) -> Result<()> {
+        self.header(&Self::name(path, false), b'2', m, 0, target)?;
+        self.stats.symlinks += 1;
+        Ok(())
+    }
+
+    /// A FIFO or device node; a socket has no tar form and is counted as skipped.
+    pub fn special(&mut self, path: &[Vec<u8>], m: &Meta) -> Result<()> {
+        let typeflag = match m.mode & S_IFMT {
+            S_IFCHR => b'3',
+            S_IFBLK => b'4',
+            S_IFIFO => b'6',
+            _ => {
+                self.stats.skipped += 1;
+                return Ok(());
+            }
+        };
+        self.header(&Self::name(path, false), typeflag, m, 0, b"")?;
+        self.stats.specials += 1;
+        Ok(())
     }
 
     /// Ends the archive (two zero blocks), flushes, and returns the writer.
@@ -165,56 +228,39 @@ impl<W: Write> TarSink<W> {
     }
 }
 
+/// Writes the cryptimg selection walk ([`super::select::walk`]) as a pax stream.
+pub struct TarSink<W: Write>(PaxStream<W>);
+
+impl<W: Write> TarSink<W> {
+    pub fn new(out: W) -> Self {
+        TarSink(PaxStream::new(out))
+    }
+
+    /// Ends the archive (two zero blocks), flushes, and returns the writer.
+    pub fn finish(self) -> Result<(W, WriteStats)> {
+        self.0.finish()
+    }
+}
+
 impl<W: Write> Sink for TarSink<W> {
     fn dir(&mut self, path: &[Vec<u8>], inode: &Inode) -> Result<()> {
-        self.header(&Self::name(path, true), b'5', inode, 0, b"")?;
-        self.stats.dirs += 1;
-        Ok(())
+        self.0.dir(path, &inode.meta())
     }
 
     fn file(&mut self, r: &TreeReader<'_>, path: &[Vec<u8>], inode: &Inode) -> Result<()> {
-        let name = Self::name(path, false);
-        self.header(&name, b'0', inode, inode.size, b"")?;
-        let what = format!("{} into the tar stream", String::from_utf8_lossy(&name));
-        let n = write_file(r, inode.ino, &mut self.out, &what)?;
-        if n != inode.size {
-            return Err(Error::Invalid(format!(
-                "internal: {} has {n} bytes of data for a size of {}",
-                String::from_utf8_lossy(&name),
-                inode.size
-            )));
-        }
-        self.raw(&ZERO_BLOCK[..padding(inode.size)])?;
-        self.stats.files += 1;
-        Ok(())
+        self.0.file(path, &inode.meta(), inode.size, &mut |put| r.read_file(inode.ino, put))
     }
 
     fn hard_link(&mut self, path: &[Vec<u8>], first: &[Vec<u8>], inode: &Inode) -> Result<()> {
-        self.header(&Self::name(path, false), b'1', inode, 0, &Self::name(first, false))?;
-        self.stats.hardlinks += 1;
-        Ok(())
+        self.0.hard_link(path, first, &inode.meta())
     }
 
     fn symlink(&mut self, path: &[Vec<u8>], target: &[u8], inode: &Inode) -> Result<()> {
-        self.header(&Self::name(path, false), b'2', inode, 0, target)?;
-        self.stats.symlinks += 1;
-        Ok(())
+        self.0.symlink(path, target, &inode.meta())
     }
 
     fn special(&mut self, path: &[Vec<u8>], inode: &Inode) -> Result<()> {
-        let typeflag = match inode.mode & S_IFMT {
-            S_IFCHR => b'3',
-            S_IFBLK => b'4',
-            S_IFIFO => b'6',
-            _ => {
-                // Sockets have no tar form.
-                self.stats.skipped += 1;
-                return Ok(());
-            }
-        };
-        self.header(&Self::name(path, false), typeflag, inode, 0, b"")?;
-        self.stats.specials += 1;
-        Ok(())
+        self.0.special(path, &inode.meta())
     }
 }
 
