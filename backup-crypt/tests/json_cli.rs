@@ -29,6 +29,11 @@ fn every_command_prints_the_json_envelope() {
         assert_eq!(v["format_version"], 1, "{command}: {v}");
         assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
         assert_eq!(v["command"], *command, "{command}: {v}");
+        if *command == "list" {
+            // Times are numbers, as in the ext4 listing.
+            let e = v["members"].as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
+            assert!(e["mtime"].is_i64() && e["mtime_nsec"].is_u64(), "list: times are numbers: {e}");
+        }
     }
 }
 

@@ -7,7 +7,7 @@ use std::io::{BufReader, Read};
 use std::path::PathBuf;
 
 use super::base::BaseIndex;
-use super::format::{b64, encode_time, Manifest};
+use super::format::{b64, Manifest};
 use super::scan::{scan, Kind, Member, ScanStats, Sink};
 use crate::engine::image::Keyring;
 use crate::error::{CorruptKind, Error, Result};
@@ -126,8 +126,10 @@ pub struct ListEntry {
     pub gid: u32,
     /// File size, or symlink target length.
     pub size: u64,
-    /// Modification time, `SEC.NANOSECONDS`.
-    pub mtime: String,
+    /// Modification time: seconds since the epoch, and nanoseconds (the
+    /// fields of the ext4 listing).
+    pub mtime: i64,
+    pub mtime_nsec: u32,
     /// Hard links: the first path; symlinks: the no-key target, or the real
     /// target with a key (when UTF-8).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -255,7 +257,8 @@ impl Sink for ListSink<'_> {
             uid: m.meta.uid,
             gid: m.meta.gid,
             size: m.size,
-            mtime: encode_time(m.meta.mtime),
+            mtime: m.meta.mtime.sec,
+            mtime_nsec: m.meta.mtime.nsec,
             target: target_text,
             target_base64: target_b64,
             target_raw: target,
