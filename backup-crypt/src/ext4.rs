@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use cryptimg_cli::exit;
 use libimage::engine::atomic::AtomicFile;
+use libimage::engine::image::Keyring;
 use libimage::ops::ext4::archive::sniff;
 use libimage::ops::ext4::{backup, list, reader, restore};
 
@@ -90,8 +91,18 @@ pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet:
 }
 
 /// `list`: the members (validated as `verify` validates them).
-pub fn list(mut input: Box<dyn Read>, json: bool) -> anyhow::Result<i32> {
+pub fn list(mut input: Box<dyn Read>, keys: &Keyring, json: bool) -> anyhow::Result<i32> {
     let l = list::list_archive(&mut input)?;
+    if !keys.is_empty() {
+        let what = l
+            .manifest
+            .as_ref()
+            .map_or("this ext4 backup".to_string(), |m| format!("ext4 backup {}", m.backup_id));
+        let unneeded = cryptimg_cli::warn_unneeded_keys(TOOL, &what, keys, &l.keys_needed);
+        if unneeded < keys.ids().len() {
+            eprintln!("{TOOL}: note: list shows the paths of an ext4 backup as stored, in no-key form; to see real names, restore it and run fsck-crypt ls IMAGE --key-file KEY");
+        }
+    }
     let mut out = std::io::stdout().lock();
     if json {
         writeln!(out, "{}", cryptimg_cli::json::to_string(TOOL, "list", &l)?)?;

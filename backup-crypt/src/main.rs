@@ -139,7 +139,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
     let keys = load_keys(&key_file)?;
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::list(r, json);
+        return ext4::list(r, &keys, json);
     }
     let (manifest, entries) =
         backup::list_backup(&mut r, &keys).map_err(|e| cryptimg_cli::archive_error(e, "check the arguments and try again"))?;

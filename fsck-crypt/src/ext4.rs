@@ -51,27 +51,15 @@ pub fn info(image: &Path, json: bool) -> anyhow::Result<i32> {
     Ok(exit::OK)
 }
 
-pub fn ls(
-    image: &Path,
-    path: Option<String>,
-    key_file: &[PathBuf],
-    style: cryptimg_cli::quote::QuotingStyle,
-    json: bool,
-) -> anyhow::Result<i32> {
+/// The entries `ls` shows (printed by the caller, as for cryptimg).
+pub fn ls(image: &Path, path: Option<String>, key_file: &[PathBuf]) -> anyhow::Result<Vec<libimage::ops::read::LsEntry>> {
     let keys = load_keys(key_file)?;
+    if !keys.is_empty() {
+        let needed: Vec<String> = ext4::check::info(image)?.keys.into_iter().map(|k| k.key_id).collect();
+        cryptimg_cli::warn_unneeded_keys(TOOL, &format!("ext4 image {}", image.display()), &keys, &needed);
+    }
     let fs = ext4::reader::open(image)?;
-    let entries = ext4::list::ls(&fs, path.as_deref().unwrap_or(""), &keys)?;
-    if json {
-        cryptimg_cli::json::print(TOOL, "ls", &serde_json::json!({ "entries": entries }))?;
-        return Ok(exit::OK);
-    }
-    let mut out = std::io::stdout().lock();
-    for e in entries {
-        write!(out, "{:06o} {:>5} {:>5} {:>12} ", e.mode, e.uid, e.gid, e.size)?;
-        out.write_all(&style.quote(&e.name))?;
-        writeln!(out)?;
-    }
-    Ok(exit::OK)
+    Ok(ext4::list::ls(&fs, path.as_deref().unwrap_or(""), &keys)?)
 }
 
 pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair: bool) -> anyhow::Result<i32> {

@@ -79,7 +79,8 @@ fn ls(
         if let Some(code) = ext4::refuse_snapshot(&snapshot) {
             return Ok(code);
         }
-        return ext4::ls(&image, path, &key_file, style, json);
+        let entries = ext4::ls(&image, path, &key_file)?;
+        return print_ls(&entries, style, json);
     }
     let keys = load_keys(&key_file)?;
     let img = Image::open(&image, Access::ReadOnly)?;
@@ -96,44 +97,23 @@ fn ls(
             .unwrap_or_default();
         cryptimg_cli::warn_unneeded_keys(TOOL, &format!("snapshot {:?}", snap.name), &keys, &needed);
     }
-    let r = TreeReader::new(&img, snap, &keys);
-    // Resolved as `cat` resolves: `.`, `..` and repeated `/` as in a shell.
-    let chain = libimage::ops::read::select::resolve(&r, path.as_deref().unwrap_or("").as_bytes())?;
-    let ino = chain.last().map_or(snap.root, |(_, i)| *i);
-    let mut out = std::io::stdout().lock();
-    let target = r.inode(ino)?;
-    let entries: Vec<(Vec<u8>, &libimage::format::inode::Inode)> = if target.is_dir() {
-        r.list(ino)?.into_iter().map(|l| (l.name, l.inode)).collect()
-    } else {
-        let name = chain.last().map(|(n, _)| n.clone()).unwrap_or_default();
-        vec![(name, target)]
-    };
+    let entries = libimage::ops::read::ls(&TreeReader::new(&img, snap, &keys), path.as_deref().unwrap_or("").as_bytes())?;
+    print_ls(&entries, style, json)
+}
+
+/// Prints `ls` entries (both formats): one line each, or `--json`.
+fn print_ls(entries: &[libimage::ops::read::LsEntry], style: QuotingStyle, json: bool) -> anyhow::Result<i32> {
     if json {
-        let list: Vec<serde_json::Value> = entries.iter().map(|(name, i)| ls_json(name, i)).collect();
-        writeln!(
-            out,
-            "{}",
-            cryptimg_cli::json::to_string(TOOL, "ls", &serde_json::json!({ "entries": list }))?
-        )?;
+        cryptimg_cli::json::print(TOOL, "ls", &serde_json::json!({ "entries": entries }))?;
         return Ok(exit::OK);
     }
-    for (name, i) in entries {
-        write!(out, "{:06o} {:>5} {:>5} {:>12} ", i.mode, i.uid, i.gid, i.size)?;
-        out.write_all(&style.quote(&name))?;
+    let mut out = std::io::stdout().lock();
+    for e in entries {
+        write!(out, "{:06o} {:>5} {:>5} {:>12} ", e.mode, e.uid, e.gid, e.size)?;
+        out.write_all(&style.quote(&e.name))?;
         writeln!(out)?;
     }
     Ok(exit::OK)
-}
-
-/// One `ls --json` entry: exact numbers, and the name as text when it is UTF-8.
-fn ls_json(name: &[u8], i: &libimage::format::inode::Inode) -> serde_json::Value {
-    use base64::Engine;
-    let mut v = serde_json::json!({ "mode": i.mode, "uid": i.uid, "gid": i.gid, "size": i.size });
-    match std::str::from_utf8(name) {
-        Ok(n) => v["name"] = n.into(),
-        Err(_) => v["name_base64"] = base64::engine::general_purpose::STANDARD.encode(name).into(),
-    }
-    v
 }
 
 fn check(a: CheckArgs) -> anyhow::Result<i32> {

@@ -247,3 +247,71 @@ fn ext4_tar_stream_round_trips_through_gnu_tar() {
     let diff = tree_diff(&src, &out.join("data"));
     assert!(diff.is_empty(), "differences: {diff:#?}");
 }
+
+/// `ls --key-file WRONG` on an ext4 image, and `backup-crypt list --key-file
+/// WRONG` of its archive, warn naming the given key id and the id needed
+/// (issue 13: a key that opens nothing).
+#[test]
+fn ext4_wrong_key_warns_by_id() {
+    let t = tempfile::tempdir().unwrap();
+    let (_src, img, key) = setup(t.path());
+    let wrong = t.path().join("wrong");
+    fs::write(&wrong, [0x5au8; 64]).unwrap();
+    fs::set_permissions(&wrong, fs::Permissions::from_mode(0o600)).unwrap();
+    let id = |k: &Path| {
+        let o = Command::new(testkit::workspace_bin("mkfs-crypt"))
+            .arg("keyid")
+            .arg(k)
+            .output()
+            .unwrap();
+        String::from_utf8(o.stdout).unwrap().trim().to_string()
+    };
+    let (good_id, wrong_id) = (id(&key), id(&wrong));
+    assert_eq!(good_id.len(), 32, "{good_id}");
+    let o = fsck(&[
+        "ls".as_ref(),
+        img.as_os_str(),
+        "data".as_ref(),
+        "--key-file".as_ref(),
+        wrong.as_os_str(),
+    ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: key") && err.contains(&wrong_id) && err.contains(&good_id),
+        "{err}"
+    );
+    let o = fsck(&[
+        "ls".as_ref(),
+        img.as_os_str(),
+        "data".as_ref(),
+        "--key-file".as_ref(),
+        key.as_os_str(),
+    ]);
+    assert!(o.status.success() && o.stderr.is_empty(), "{}", String::from_utf8_lossy(&o.stderr));
+
+    let tar = t.path().join("a.tar");
+    let bk = testkit::workspace_bin("backup-crypt");
+    let o = Command::new(&bk)
+        .arg("create")
+        .arg(&img)
+        .arg("-o")
+        .arg(&tar)
+        .arg("--quiet")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = Command::new(&bk)
+        .arg("list")
+        .arg(&tar)
+        .arg("--key-file")
+        .arg(&wrong)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    assert!(
+        err.contains("warning: key") && err.contains(&wrong_id) && err.contains(&good_id),
+        "{err}"
+    );
+}

@@ -24,6 +24,7 @@ use super::archive::{read_archive, Ext4Manifest, Ext4Sink, Kind, Member};
 use super::reader::{map_err, parse_context, Ctx};
 use crate::engine::image::Keyring;
 use crate::error::{Error, Result};
+use crate::ops::read::LsEntry;
 
 /// The no-key name the kernel shows for ciphertext `ct` in a directory
 /// with hash setup `hash` (None: linear readdir, hash zero).
@@ -32,35 +33,6 @@ pub fn nokey_name(ct: &[u8], hash: Option<HashInfo>) -> String {
         return String::from_utf8_lossy(ct).into_owned();
     }
     fscrypt::nokey_name_hashed(ct, hash.and_then(|h| h.hash(ct)).unwrap_or((0, 0)))
-}
-
-/// One listed entry. In JSON (`ls --json`) the name is `name` when it is
-/// UTF-8, else `name_base64` (its exact bytes), as for cryptimg images.
-pub struct LsEntry {
-    /// The shown name: real with the key, no-key without, raw if unencrypted.
-    pub name: Vec<u8>,
-    pub ino: u32,
-    pub mode: u16,
-    pub uid: u32,
-    pub gid: u32,
-    pub size: u64,
-}
-
-impl Serialize for LsEntry {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
-        use serde::ser::SerializeMap;
-        let mut m = s.serialize_map(Some(6))?;
-        match std::str::from_utf8(&self.name) {
-            Ok(n) => m.serialize_entry("name", n)?,
-            Err(_) => m.serialize_entry("name_base64", &STANDARD.encode(&self.name))?,
-        }
-        m.serialize_entry("ino", &self.ino)?;
-        m.serialize_entry("mode", &self.mode)?;
-        m.serialize_entry("uid", &self.uid)?;
-        m.serialize_entry("gid", &self.gid)?;
-        m.serialize_entry("size", &self.size)?;
-        m.end()
-    }
 }
 
 /// How a directory's names are shown.
@@ -188,8 +160,8 @@ pub fn ls(fs: &Fs, path: &str, keys: &Keyring) -> Result<Vec<LsEntry>> {
 fn entry(name: Vec<u8>, ino: u32, i: &Inode) -> LsEntry {
     LsEntry {
         name,
-        ino,
-        mode: i.mode,
+        ino: u64::from(ino),
+        mode: u32::from(i.mode),
         uid: i.uid,
         gid: i.gid,
         size: i.size,

@@ -31,6 +31,59 @@ pub struct ExtractReport {
     pub stats: WriteStats,
 }
 
+/// One entry of `fsck-crypt ls` (both formats). In JSON (`ls --json`) the
+/// name is `name` when it is UTF-8, else `name_base64` (its exact bytes).
+#[derive(Clone, Debug)]
+pub struct LsEntry {
+    /// The shown name: real with the key, no-key without, raw if unencrypted.
+    pub name: Vec<u8>,
+    pub ino: u64,
+    pub mode: u32,
+    pub uid: u32,
+    pub gid: u32,
+    pub size: u64,
+}
+
+impl serde::Serialize for LsEntry {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use base64::Engine;
+        use serde::ser::SerializeMap;
+        let mut m = s.serialize_map(Some(6))?;
+        match std::str::from_utf8(&self.name) {
+            Ok(n) => m.serialize_entry("name", n)?,
+            Err(_) => m.serialize_entry("name_base64", &base64::engine::general_purpose::STANDARD.encode(&self.name))?,
+        }
+        m.serialize_entry("ino", &self.ino)?;
+        m.serialize_entry("mode", &self.mode)?;
+        m.serialize_entry("uid", &self.uid)?;
+        m.serialize_entry("gid", &self.gid)?;
+        m.serialize_entry("size", &self.size)?;
+        m.end()
+    }
+}
+
+/// Lists `path` of a snapshot (resolved as a shell would, [`select::resolve`]):
+/// a directory's entries sorted by shown name, or the one entry a file path
+/// names.
+pub fn ls(r: &TreeReader<'_>, path: &[u8]) -> Result<Vec<LsEntry>> {
+    let chain = select::resolve(r, path)?;
+    let ino = chain.last().map_or(r.snap.root, |(_, i)| *i);
+    let target = r.inode(ino)?;
+    let entry = |name: Vec<u8>, ino: u64, i: &Inode| LsEntry {
+        name,
+        ino,
+        mode: i.mode,
+        uid: i.uid,
+        gid: i.gid,
+        size: i.size,
+    };
+    if !target.is_dir() {
+        let name = chain.last().map(|(n, _)| n.clone()).unwrap_or_default();
+        return Ok(vec![entry(name, ino, target)]);
+    }
+    Ok(r.list(ino)?.into_iter().map(|l| entry(l.name, l.ino, l.inode)).collect())
+}
+
 /// Read access to one snapshot with a set of keys (possibly none).
 pub struct TreeReader<'a> {
     pub img: &'a Image,
@@ -44,6 +97,7 @@ pub struct Listed<'a> {
     pub name: Vec<u8>,
     /// True when `name` is the decrypted name.
     pub decrypted: bool,
+    pub ino: u64,
     pub inode: &'a Inode,
 }
 
@@ -85,6 +139,7 @@ impl<'a> TreeReader<'a> {
             out.push(Listed {
                 name,
                 decrypted,
+                ino: e.ino,
                 inode: self.inode(e.ino)?,
             });
         }
