@@ -913,6 +913,23 @@ impl Image {
         ids.into_iter().collect()
     }
 
+    /// Bytes of the extent blocks a snapshot's files map, each distinct
+    /// (extent, offset, length) once: what a full backup of it stores
+    /// (docs/BACKUP.md), the total of that backup's progress.
+    pub fn mapped_bytes(&self, snap: &crate::format::snapshot::Snapshot) -> u64 {
+        use crate::format::inode::Body;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for ino in snap.inodes.values() {
+            if let Body::File { map } = &ino.body {
+                for m in map.iter().filter(|m| seen.insert((m.extent, m.offset, m.blocks))) {
+                    total = total.saturating_add(u64::from(m.blocks) * BLOCK_SIZE as u64);
+                }
+            }
+        }
+        total
+    }
+
     /// Finds a snapshot by name; `None` picks the only one or `main`.
     pub fn snapshot(&self, name: Option<&str>) -> Result<&crate::format::snapshot::Snapshot> {
         let names = || self.meta.snapshots.iter().map(|s| s.name.as_str()).collect::<Vec<_>>().join(", ");

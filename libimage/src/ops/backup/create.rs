@@ -102,7 +102,7 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
         },
         progress,
     };
-    progress.start("backup", None);
+    progress.start("backup", opts.since.is_none().then(|| img.mapped_bytes(snap)));
     // The manifest.
     let json = manifest.to_json();
     let mut recs = Vec::new();

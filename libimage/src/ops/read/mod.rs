@@ -177,7 +177,7 @@ pub fn extract_paths(
     let r = TreeReader::new(img, snap, keys);
     let sel = prepare(&r, paths)?;
     let mut w = DirSink(TreeWriter::new(dest, as_root)?);
-    progress.start("extract", None);
+    progress.start("extract", Some(select::total_bytes(&r, &sel)?));
     select::walk(&r, &sel, &mut w, progress)?;
     progress.finish();
     w.0.finish()
@@ -198,7 +198,7 @@ pub fn extract_tar<W: std::io::Write>(
     let r = TreeReader::new(img, snap, keys);
     let sel = prepare(&r, paths)?;
     let mut sink = tar_out::TarSink::new(out);
-    progress.start("extract", None);
+    progress.start("extract", Some(select::total_bytes(&r, &sel)?));
     select::walk(&r, &sel, &mut sink, progress)?;
     progress.finish();
     sink.finish()

@@ -190,6 +190,48 @@ pub fn walk(r: &TreeReader<'_>, sel: &[Chain], sink: &mut dyn Sink, progress: &d
     Ok(())
 }
 
+/// The file bytes [`walk`] reports for `sel` (each file once, hard links
+/// once): the total of an extract's progress. From the inode table when the
+/// whole snapshot is selected; otherwise by a walk that reads no data.
+pub fn total_bytes(r: &TreeReader<'_>, sel: &[Chain]) -> Result<u64> {
+    if sel.iter().any(|c| c.is_empty()) && sel.len() == 1 {
+        return Ok(r
+            .snap
+            .inodes
+            .values()
+            .filter(|i| matches!(i.body, Body::File { .. }))
+            .map(|i| i.size)
+            .fold(0u64, u64::saturating_add));
+    }
+    struct Count(std::sync::atomic::AtomicU64);
+    impl Progress for Count {
+        fn advance(&self, _files: u64, bytes: u64) {
+            self.0.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    struct NoData;
+    impl Sink for NoData {
+        fn dir(&mut self, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn file(&mut self, _: &TreeReader<'_>, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn hard_link(&mut self, _: &[Vec<u8>], _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn symlink(&mut self, _: &[Vec<u8>], _: &[u8], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn special(&mut self, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+    }
+    let count = Count(Default::default());
+    walk(r, sel, &mut NoData, &count)?;
+    Ok(count.0.into_inner())
+}
+
 /// A directory and everything below it (the directory itself first, unless
 /// it is the root, which [`walk`] already handed over).
 fn walk_dir(
