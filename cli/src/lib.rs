@@ -368,9 +368,10 @@ impl Progress for Bar {
                 ProgressStyle::default_spinner()
             }
         });
-        b.set_style(style.progress_chars("=> "));
-        b.set_message(phase.to_string());
-        b.set_prefix("0");
+        let b = b
+            .with_prefix("0")
+            .with_message(phase.to_string())
+            .with_style(style.progress_chars("=> "));
         // A spinner moves while nothing advances (a long fsync).
         b.enable_steady_tick(std::time::Duration::from_millis(120));
         self.files.store(0, std::sync::atomic::Ordering::Relaxed);

@@ -232,6 +232,16 @@ pub fn total_bytes(r: &TreeReader<'_>, sel: &[Chain]) -> Result<u64> {
     Ok(count.0.into_inner())
 }
 
+/// Forwards progress and sums the bytes.
+struct Counted<'a>(&'a dyn Progress, std::sync::atomic::AtomicU64);
+
+impl Progress for Counted<'_> {
+    fn advance(&self, files: u64, bytes: u64) {
+        self.1.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.0.advance(files, bytes);
+    }
+}
+
 /// A directory and everything below it (the directory itself first, unless
 /// it is the root, which [`walk`] already handed over).
 fn walk_dir(
@@ -282,8 +292,11 @@ fn entry(
             show(&path)
         ))),
         Body::File { .. } => {
-            sink.file(r, &path, i)?;
-            progress.advance(1, i.size);
+            // Bytes as they are read; the holes (and any part the sink did
+            // not read) when the file is done, so each file adds its size.
+            let counted = Counted(progress, Default::default());
+            sink.file(&r.reporting(&counted), &path, i)?;
+            progress.advance(1, i.size.saturating_sub(counted.1.into_inner()));
             Ok(())
         }
         Body::Symlink { .. } => sink.symlink(&path, &r.read_link(i.ino)?, i),
