@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use fscrypt::MasterKey;
 use libimage::engine::image::{set_thread_fail_after, Access, Image, Keyring};
 use libimage::error::Error;
+use libimage::finding::Severity;
 use libimage::format::inode::Body;
 use libimage::ops::create::{create_image, CreateOptions, Source};
 use libimage::ops::lifecycle::{self, CompactOptions, CompactReport, UpdateOptions};
@@ -286,6 +287,38 @@ fn crash_during_the_settling_commit() {
     }
     // The settling commit's two writes (its metadata region, its superblock).
     assert_eq!(after_flip, 2, "cuts after the delete's flip: {after_flip} of {n}");
+}
+
+/// A torn settling superblock (the crash matrix cannot tear a write): the
+/// other slot, the delete's own commit, is used, so the tree is the one after
+/// the delete; `check` reports the slot as it reports any interrupted
+/// superblock write, and the next write replaces it.
+#[test]
+fn a_torn_settling_superblock_falls_back_to_the_delete() {
+    let s = setup();
+    let img = s.root.join("img");
+    create(&img, &s.root.join("tree1"));
+    lifecycle::snapshot(&mut open(&img), "main", "user", T).unwrap();
+    update(&img, "user", &s.root.join("tree2"), false);
+    lifecycle::delete(&mut open(&img), "user", T).unwrap();
+    let after = digest(&img);
+    let (slot, g) = {
+        let i = Image::open(&img, Access::ReadOnly).unwrap();
+        (i.superblock().slot(), i.superblock().generation)
+    };
+    let f = fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0x5a; 512], slot * 4096 + 1024).unwrap();
+    drop(f);
+    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().superblock().generation, g - 1);
+    assert_eq!(digest(&img), after);
+    let opts = libimage::ops::check::CheckOptions::default();
+    let r = libimage::ops::check::check(&img, &Keyring::default(), &opts, &Quiet).unwrap();
+    let errors: Vec<_> = r.findings.iter().filter(|f| f.severity == Severity::Error).collect();
+    assert!(errors.len() == 1 && errors[0].code == "E_SUPERBLOCK_NEWER", "{:#?}", r.findings);
+    lifecycle::snapshot(&mut open(&img), "main", "again", T).unwrap();
+    check_clean(&img);
+    assert!(digest(&img).starts_with(&after));
 }
 
 /// Runs compact on a copy of `base` with the `k`th write failing.
