@@ -95,7 +95,7 @@ impl Reclaim {
     /// Punches `ranges` now: the caller guarantees that neither committed
     /// generation references them and that nothing was allocated in them.
     pub fn punch_now(&mut self, file: &File, ranges: &[(u64, u64)]) {
-        self.punch(file, ranges.iter().copied());
+        self.punch(file, coalesce(ranges.to_vec()));
     }
 
     /// The last error hole punching or truncation met, if any.
@@ -130,7 +130,7 @@ impl Reclaim {
         let ranges: Vec<(u64, u64)> = if std::mem::take(&mut self.punch_all) {
             free.ranges().collect()
         } else {
-            self.released.iter().flat_map(|&(s, l)| free.free_parts(s, l)).collect()
+            coalesce(self.released.iter().flat_map(|&(s, l)| free.free_parts(s, l)).collect())
         };
         self.released.clear();
         self.punch(file, ranges);
@@ -150,5 +150,35 @@ impl Reclaim {
                 return;
             }
         }
+    }
+}
+
+/// Sorts ranges and merges those that touch or overlap: one `fallocate` per
+/// run instead of one per extent (a deleted snapshot of 78,000 files freed
+/// that many adjacent extents; punched one by one they took 10 s on ext4).
+fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, l) in ranges {
+        match out.last_mut() {
+            Some((ps, pl)) if s <= *ps + *pl => *pl = (*pl).max(s + l - *ps),
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_touching_and_overlapping_ranges() {
+        assert_eq!(
+            coalesce(vec![(10, 2), (2, 3), (5, 5), (20, 1), (12, 1), (3, 1)]),
+            vec![(2, 11), (20, 1)]
+        );
+        assert_eq!(coalesce(vec![]), vec![]);
+        assert_eq!(coalesce(vec![(4, 10), (5, 2)]), vec![(4, 10)]);
     }
 }
