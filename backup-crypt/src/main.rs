@@ -67,7 +67,7 @@ fn create(c: CreateCmd) -> anyhow::Result<i32> {
         // Written under a temporary name and renamed: a failed backup leaves no file.
         let (tmp, mut f) = AtomicFile::new(&output)?;
         let report = backup::create_backup(&image, &mut f, &opts, &bar)?;
-        f.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
+        libimage::progress::syncing(&bar, || f.sync_all()).map_err(|e| libimage::Error::io("syncing the archive", e))?;
         tmp.persist(true)?;
         report
     };
@@ -113,7 +113,17 @@ fn restore(
     }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
-    let report = backup::restore_backup(&mut r, &image, &RestoreOptions { snapshot, bases }, &bar).map_err(|e| {
+    let archive_bytes = (input.as_os_str() != "-")
+        .then(|| std::fs::metadata(&input).ok())
+        .flatten()
+        .filter(|m| m.is_file())
+        .map(|m| m.len());
+    let opts = RestoreOptions {
+        snapshot,
+        bases,
+        archive_bytes,
+    };
+    let report = backup::restore_backup(&mut r, &image, &opts, &bar).map_err(|e| {
         cryptimg_cli::archive_error(
             e,
             "name every base backup of the chain with --base, and a new snapshot name with --snapshot",

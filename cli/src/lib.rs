@@ -319,53 +319,85 @@ impl OutputArgs {
     }
 }
 
-/// A progress bar on stderr when it is a terminal and not silenced.
+/// A progress display on stderr when it is a terminal and not silenced: a
+/// bar with bytes, percent, rate and ETA when the phase's total is known, a
+/// spinner with bytes, rate and files otherwise, and a spinner with the time
+/// waited for [`libimage::progress::SYNC`]. Each phase gets a fresh bar.
 pub struct Bar {
-    bar: Option<ProgressBar>,
+    show: bool,
+    bar: std::sync::Mutex<Option<ProgressBar>>,
+    files: std::sync::atomic::AtomicU64,
 }
 
 impl Bar {
     pub fn new(quiet: bool) -> Self {
-        let show = !quiet && std::io::stderr().is_terminal();
         Bar {
-            bar: show.then(ProgressBar::new_spinner),
+            show: !quiet && std::io::stderr().is_terminal(),
+            bar: std::sync::Mutex::new(None),
+            files: std::sync::atomic::AtomicU64::new(0),
         }
+    }
+
+    fn current(&self) -> std::sync::MutexGuard<'_, Option<ProgressBar>> {
+        self.bar.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// The indicatif template for a phase: a bar when `total` is known.
+pub fn bar_template(phase: &str, total: Option<u64>) -> &'static str {
+    match total {
+        _ if phase == libimage::progress::SYNC => "{spinner} {msg}… {elapsed}",
+        Some(_) => "{msg} [{bar:30}] {bytes}/{total_bytes} {percent}% {bytes_per_sec} eta {eta}",
+        None => "{spinner} {msg}: {bytes} {bytes_per_sec} {prefix} files",
     }
 }
 
 impl Progress for Bar {
     fn start(&self, phase: &str, total_bytes: Option<u64>) {
-        if let Some(b) = &self.bar {
-            b.set_position(0);
-            b.set_prefix("0");
-            b.set_message(phase.to_string());
-            if let Some(t) = total_bytes {
-                b.set_length(t);
-                b.set_style(
-                    ProgressStyle::with_template("{msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                        .unwrap_or_else(|_| ProgressStyle::default_bar()),
-                );
+        if !self.show {
+            return;
+        }
+        let b = match total_bytes {
+            Some(t) => ProgressBar::new(t),
+            None => ProgressBar::new_spinner(),
+        };
+        let style = ProgressStyle::with_template(bar_template(phase, total_bytes)).unwrap_or_else(|_| {
+            if total_bytes.is_some() {
+                ProgressStyle::default_bar()
             } else {
-                b.set_style(
-                    ProgressStyle::with_template("{spinner} {msg}: {bytes} {bytes_per_sec} {prefix} files")
-                        .unwrap_or_else(|_| ProgressStyle::default_spinner()),
-                );
+                ProgressStyle::default_spinner()
             }
+        });
+        let b = b
+            .with_prefix("0")
+            .with_message(phase.to_string())
+            .with_style(style.progress_chars("=> "));
+        // A spinner moves while nothing advances (a long fsync).
+        b.enable_steady_tick(std::time::Duration::from_millis(120));
+        self.files.store(0, std::sync::atomic::Ordering::Relaxed);
+        if let Some(old) = self.current().replace(b) {
+            old.finish_and_clear();
         }
     }
     fn advance(&self, files: u64, bytes: u64) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = &*self.current() {
             b.inc(bytes);
             if files > 0 {
-                let n: u64 = b.prefix().parse().unwrap_or(0) + files;
+                let n = self.files.fetch_add(files, std::sync::atomic::Ordering::Relaxed) + files;
                 b.set_prefix(n.to_string());
             }
         }
     }
     fn finish(&self) {
-        if let Some(b) = &self.bar {
+        if let Some(b) = self.current().take() {
             b.finish_and_clear();
         }
+    }
+}
+
+impl Drop for Bar {
+    fn drop(&mut self) {
+        self.finish();
     }
 }
 
@@ -408,6 +440,24 @@ mod tests {
         assert!(m.starts_with("opening /x: "), "{m}");
         let c = anyhow::anyhow!("inner").context("outer");
         assert_eq!(message(&c), "outer: inner");
+    }
+
+    #[test]
+    fn bar_templates_show_totals_and_name_the_sync() {
+        let t = bar_template("extract", Some(10));
+        for part in ["{bar", "{bytes}/{total_bytes}", "{percent}%", "{bytes_per_sec}", "{eta}"] {
+            assert!(t.contains(part), "{t}");
+        }
+        assert!(!bar_template("extract", None).contains("{bar"));
+        assert!(bar_template(libimage::progress::SYNC, None).contains("{elapsed}"));
+        for (phase, total) in [("extract", Some(10)), ("extract", None), (libimage::progress::SYNC, None)] {
+            assert!(ProgressStyle::with_template(bar_template(phase, total)).is_ok());
+        }
+        // Hidden (stderr is no terminal in tests), but the calls work.
+        let b = Bar::new(false);
+        b.start("x", Some(3));
+        b.advance(1, 3);
+        b.finish();
     }
 
     #[test]

@@ -29,6 +29,7 @@ fn restore(
     let opts = RestoreOptions {
         snapshot: snapshot.map(str::to_string),
         bases: bases.to_vec(),
+        ..Default::default()
     };
     restore_backup(&mut &archive[..], img, &opts, &Quiet)
 }

@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use fscrypt::MasterKey;
 use libimage::engine::image::{set_thread_fail_after, Access, Image, Keyring};
 use libimage::error::Error;
+use libimage::finding::Severity;
 use libimage::format::inode::Body;
 use libimage::ops::create::{create_image, CreateOptions, Source};
 use libimage::ops::lifecycle::{self, CompactOptions, CompactReport, UpdateOptions};
@@ -188,28 +189,136 @@ fn compact_moves_live_extents_down() {
     check_clean(&img);
 }
 
-/// Blocks a commit frees are punched at the next commit (not before: the
-/// previous generation still uses them), so `du` drops without `compact`.
+/// Blocks a commit frees are punched at once: the settling commit (FORMAT.md
+/// §8) retires the generation before the delete, which still used them, so
+/// `du` drops without another command and without `compact`.
 #[test]
-fn freed_blocks_are_punched_at_the_next_commit() {
+fn freed_blocks_are_punched_at_once() {
     let s = setup();
     let img = s.root.join("img");
     create(&img, &s.root.join("tree1"));
     lifecycle::snapshot(&mut open(&img), "main", "user", T).unwrap();
     update(&img, "user", &s.root.join("tree2"), false);
-    let (_, disk_full) = sizes(&img);
+    let (len0, disk_full) = sizes(&img);
+    let gen0 = Image::open(&img, Access::ReadOnly).unwrap().superblock().generation;
     let freed = lifecycle::delete(&mut open(&img), "user", T).unwrap().bytes_freed;
     assert!(freed > 4 << 20, "{freed}");
     let (len1, disk1) = sizes(&img);
-    // The deleted snapshot's blocks belong to the generation before: kept.
-    assert!(disk1 + freed / 2 > disk_full, "punched too early: {disk1} of {disk_full}");
-    lifecycle::snapshot(&mut open(&img), "main", "again", T).unwrap();
-    let (len2, disk2) = sizes(&img);
-    eprintln!("on disk: {disk_full} full, {disk1} after delete, {disk2} after the next commit; freed {freed}");
-    assert!(disk2 + freed * 9 / 10 <= disk1, "not punched: {disk2} vs {disk1} (freed {freed})");
-    assert!(len2 >= len1, "punching keeps the apparent size");
+    eprintln!("on disk: {disk_full} before the delete, {disk1} right after it; freed {freed}");
+    assert!(
+        disk1 + freed * 9 / 10 <= disk_full,
+        "not punched at once: {disk1} vs {disk_full} (freed {freed})"
+    );
+    assert!(len1 >= len0, "punching keeps the apparent size");
+    // The delete and its settling commit: both slots hold the new tree.
+    let opened = Image::open(&img, Access::ReadOnly).unwrap();
+    assert_eq!(opened.superblock().generation, gen0 + 2);
+    assert!(opened.reclaim_error().is_none());
+    drop(opened);
     check_clean(&img);
-    assert!(Image::open(&img, Access::ReadOnly).unwrap().reclaim_error().is_none());
+    // The next commit punches nothing of what the image still uses.
+    let before = digest(&img);
+    lifecycle::snapshot(&mut open(&img), "main", "again", T).unwrap();
+    check_clean(&img);
+    assert!(digest(&img).starts_with(&before));
+}
+
+/// A commit that frees nothing (a snapshot only adds references) does not
+/// settle: one generation per command, as before.
+#[test]
+fn commits_that_free_no_extent_do_not_settle() {
+    let s = setup();
+    let img = s.root.join("img");
+    create(&img, &s.root.join("tree1"));
+    let gen0 = Image::open(&img, Access::ReadOnly).unwrap().superblock().generation;
+    lifecycle::snapshot(&mut open(&img), "main", "user", T).unwrap();
+    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().superblock().generation, gen0 + 1);
+}
+
+/// Crashes around the settling commit: every cut of a delete leaves a clean
+/// image holding exactly the state before or after the delete; the cuts in
+/// the settling commit (after the delete's own flip) leave the state after
+/// it, with the freed blocks punched by the next commit instead.
+#[test]
+fn crash_during_the_settling_commit() {
+    let s = setup();
+    let base = s.root.join("img");
+    let work = s.root.join("work");
+    create(&base, &s.root.join("tree1"));
+    lifecycle::snapshot(&mut open(&base), "main", "user", T).unwrap();
+    update(&base, "user", &s.root.join("tree2"), false);
+    let old = digest(&base);
+    let del = |p: &Path| lifecycle::delete(&mut Image::open(p, Access::ReadWrite)?, "user", T).map(drop);
+    let cut = |k: Option<u64>| {
+        fs::copy(&base, &work).unwrap();
+        set_thread_fail_after(k);
+        let r = del(&work);
+        set_thread_fail_after(None);
+        r
+    };
+    cut(None).unwrap();
+    let new = digest(&work);
+    assert_ne!(old, new);
+    let mut n = 1;
+    while cut(Some(n)).is_err() {
+        n += 1;
+        assert!(n < 1000, "the delete never completes");
+    }
+    let n = n - 1;
+    eprintln!("delete: {n} writes");
+    let mut after_flip = 0;
+    for k in 1..=n {
+        let e = cut(Some(k)).unwrap_err();
+        assert!(matches!(e, Error::InjectedFault { .. }), "cut at {k}: {e}");
+        check_clean(&work);
+        let got = digest(&work);
+        assert!(
+            got == old || got == new,
+            "cut at write {k} of {n}: neither the old nor the new state"
+        );
+        if got == new {
+            after_flip += 1;
+            // The freed blocks are given back by the next commit.
+            let (_, disk) = sizes(&work);
+            lifecycle::snapshot(&mut open(&work), "main", "again", T).unwrap();
+            check_clean(&work);
+            assert!(sizes(&work).1 < disk, "cut at {k}: nothing punched by the next commit");
+        }
+    }
+    // The settling commit's two writes (its metadata region, its superblock).
+    assert_eq!(after_flip, 2, "cuts after the delete's flip: {after_flip} of {n}");
+}
+
+/// A torn settling superblock (the crash matrix cannot tear a write): the
+/// other slot, the delete's own commit, is used, so the tree is the one after
+/// the delete; `check` reports the slot as it reports any interrupted
+/// superblock write, and the next write replaces it.
+#[test]
+fn a_torn_settling_superblock_falls_back_to_the_delete() {
+    let s = setup();
+    let img = s.root.join("img");
+    create(&img, &s.root.join("tree1"));
+    lifecycle::snapshot(&mut open(&img), "main", "user", T).unwrap();
+    update(&img, "user", &s.root.join("tree2"), false);
+    lifecycle::delete(&mut open(&img), "user", T).unwrap();
+    let after = digest(&img);
+    let (slot, g) = {
+        let i = Image::open(&img, Access::ReadOnly).unwrap();
+        (i.superblock().slot(), i.superblock().generation)
+    };
+    let f = fs::OpenOptions::new().read(true).write(true).open(&img).unwrap();
+    use std::os::unix::fs::FileExt;
+    f.write_all_at(&[0x5a; 512], slot * 4096 + 1024).unwrap();
+    drop(f);
+    assert_eq!(Image::open(&img, Access::ReadOnly).unwrap().superblock().generation, g - 1);
+    assert_eq!(digest(&img), after);
+    let opts = libimage::ops::check::CheckOptions::default();
+    let r = libimage::ops::check::check(&img, &Keyring::default(), &opts, &Quiet).unwrap();
+    let errors: Vec<_> = r.findings.iter().filter(|f| f.severity == Severity::Error).collect();
+    assert!(errors.len() == 1 && errors[0].code == "E_SUPERBLOCK_NEWER", "{:#?}", r.findings);
+    lifecycle::snapshot(&mut open(&img), "main", "again", T).unwrap();
+    check_clean(&img);
+    assert!(digest(&img).starts_with(&after));
 }
 
 /// Runs compact on a copy of `base` with the `k`th write failing.

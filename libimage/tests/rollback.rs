@@ -123,3 +123,42 @@ fn no_rollback_when_the_older_generation_was_overwritten() {
     );
     assert_eq!(fs::read(&p).unwrap(), before, "a refused rollback wrote to the image");
 }
+
+/// After a delete, the settling commit (FORMAT.md §8) leaves the same tree in
+/// both slots: a rollback over it keeps the delete and says nothing is lost.
+#[test]
+fn rollback_over_a_settling_commit_loses_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let (p, _) = two_generations(d.path());
+    let mut img = Image::open(&p, Access::ReadWrite).unwrap();
+    libimage::ops::lifecycle::snapshot(&mut img, "main", "user", 1_700_000_000).unwrap();
+    drop(img);
+    let t3 = d.path().join("t3");
+    fs::create_dir_all(&t3).unwrap();
+    fs::write(t3.join("third"), vec![3u8; 90_000]).unwrap();
+    let uo = UpdateOptions {
+        delete_missing: true,
+        rewrite_all: false,
+        time: 1_700_000_000,
+    };
+    let keys = Keyring::new(vec![key()]);
+    let mut img = Image::open(&p, Access::ReadWrite).unwrap();
+    update(&mut img, "user", Source::Dir(&t3), &keys, &uo, &Quiet).unwrap();
+    let g = img.superblock().generation;
+    let r = libimage::ops::lifecycle::delete(&mut img, "user", 1_700_000_000).unwrap();
+    assert!(r.bytes_freed >= 90_000, "{r:?}");
+    assert_eq!(img.superblock().generation, g + 2, "the delete settles");
+    let meta = img.superblock().meta_start;
+    drop(img);
+    damage(&p, meta, 100);
+    let r = check(&p, &keys, &repair_opts(), &Quiet).unwrap();
+    assert_eq!(r.repairs.len(), 1, "{:?}", r.not_repaired);
+    let action = &r.repairs[0].action;
+    assert!(action.contains(&format!("rolled back to generation {}", g + 1)), "{action}");
+    assert!(action.contains("settling commit of the same metadata: nothing"), "{action}");
+    let img = Image::open(&p, Access::ReadOnly).unwrap();
+    let snaps: Vec<_> = img.meta().snapshots.iter().map(|s| s.name.clone()).collect();
+    assert_eq!(snaps, vec!["main".to_string()], "the delete is kept");
+    drop(img);
+    assert_eq!(names(&p), vec!["new".to_string(), "old".to_string()]);
+}

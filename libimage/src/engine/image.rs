@@ -6,9 +6,13 @@
 //! 2. fsync;
 //! 3. the whole metadata stream is written into a fresh free region; fsync;
 //! 4. the superblock with generation + 1 is written into the other slot; fsync.
+//! 5. when the commit freed extents: the settling commit, the same metadata
+//!    as generation + 2 into the first slot (steps 3 and 4 again), after
+//!    which the freed blocks are punched at once (`engine::space`).
 //!
 //! A crash before step 4 completes leaves the previous superblock and
-//! everything it references untouched.
+//! everything it references untouched; a crash during step 5 leaves the
+//! commit of step 4 newest and intact.
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::{FileExt, MetadataExt};
@@ -799,11 +803,51 @@ impl Image {
     fn commit_inner(&mut self, time: i64) -> Result<()> {
         self.io.sync()?;
         self.meta.alloc = self.meta.alloc_from_extents();
-        let generation = self.sb.generation + 1;
         let stream = self.meta.to_bytes();
         let nblocks = metablock::blocks_for(stream.len());
         let start = self.free.alloc(nblocks)?;
-        let region = metablock::encode(&stream, start, generation);
+        // Decided before `after_commit`, which consumes a rollback's skip.
+        let settle = !self.pending_free.is_empty() && self.space.may_settle();
+        let sb = self.flip(&stream, start, time)?;
+        let prev = std::mem::replace(&mut self.sb, sb);
+        self.committed_writes = self.io.writes;
+        self.space.after_commit(&self.io.file, &self.free);
+        // What this commit freed: the old metadata region and the blocks of
+        // extents the operation released. The previous generation (the other
+        // slot) still uses them.
+        let mut freed = std::mem::take(&mut self.pending_free);
+        if prev.meta_blocks != 0 {
+            freed.push((prev.meta_start, prev.meta_blocks));
+        }
+        if settle {
+            if let Some(first) = self.settle(&stream, time)? {
+                // Neither committed generation uses `freed` any more: give it
+                // back now. The first commit's region is the older slot's.
+                for &(s, l) in &freed {
+                    self.free.release(s, l);
+                }
+                self.space.punch_now(&self.io.file, &freed);
+                self.free.release(first.meta_start, first.meta_blocks);
+                self.space.note_released(first.meta_start, first.meta_blocks);
+                return Ok(());
+            }
+        }
+        // Reusable from now on, punched at the next commit.
+        for (s, l) in freed {
+            self.free.release(s, l);
+            self.space.note_released(s, l);
+        }
+        Ok(())
+    }
+
+    /// Writes `stream` as generation `sb + 1` into the metadata region at
+    /// `start` (allocated by the caller) and flips the superblock into the
+    /// other slot, with an fsync after each step. Returns the new superblock;
+    /// the caller makes it current.
+    fn flip(&mut self, stream: &[u8], start: u64, time: i64) -> Result<Superblock> {
+        let generation = self.sb.generation + 1;
+        let nblocks = metablock::blocks_for(stream.len());
+        let region = metablock::encode(stream, start, generation);
         self.io.write_now(start, &region)?;
         let flen = self.free.total * BLOCK_SIZE as u64;
         if self.io.file.metadata().map_err(|e| Error::io("stat of the image", e))?.len() < flen {
@@ -816,26 +860,33 @@ impl Image {
             meta_start: start,
             meta_blocks: nblocks,
             meta_bytes: stream.len() as u64,
-            meta_crc: crc32c(&stream),
+            meta_crc: crc32c(stream),
             commit_time: time,
             ..self.sb.clone()
         };
         self.io.write_now(sb.slot(), &sb.to_bytes())?;
         self.io.sync()?;
-        self.space.after_commit(&self.io.file, &self.free);
-        // The old metadata region and blocks freed by this operation are
-        // reusable from now on.
-        if self.sb.meta_blocks != 0 {
-            self.free.release(self.sb.meta_start, self.sb.meta_blocks);
-            self.space.note_released(self.sb.meta_start, self.sb.meta_blocks);
-        }
-        for (s, l) in std::mem::take(&mut self.pending_free) {
-            self.free.release(s, l);
-            self.space.note_released(s, l);
-        }
-        self.sb = sb;
+        Ok(sb)
+    }
+
+    /// The settling commit (FORMAT.md §8): right after a commit that freed
+    /// extents, commits the same metadata again as the next generation into
+    /// the other slot, so the generation before the change, which still used
+    /// the freed blocks, is no longer a committed state and they can be
+    /// punched at once. Its region comes from blocks free in both slots'
+    /// generations (nothing freed by the first commit is released yet), so a
+    /// crash at any point leaves the first commit intact and newest.
+    /// Returns the first commit's superblock, or `None` (nothing written)
+    /// when there is no room for a second region.
+    fn settle(&mut self, stream: &[u8], time: i64) -> Result<Option<Superblock>> {
+        let start = match self.free.alloc(metablock::blocks_for(stream.len())) {
+            Ok(s) => s,
+            Err(Error::NoSpace { .. }) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let sb = self.flip(stream, start, time)?;
         self.committed_writes = self.io.writes;
-        Ok(())
+        Ok(Some(std::mem::replace(&mut self.sb, sb)))
     }
 
     /// The key ids a snapshot needs: its policy, its directory and symlink
@@ -860,6 +911,23 @@ impl Image {
             }
         }
         ids.into_iter().collect()
+    }
+
+    /// Bytes of the extent blocks a snapshot's files map, each distinct
+    /// (extent, offset, length) once: what a full backup of it stores
+    /// (docs/BACKUP.md), the total of that backup's progress.
+    pub fn mapped_bytes(&self, snap: &crate::format::snapshot::Snapshot) -> u64 {
+        use crate::format::inode::Body;
+        let mut seen = std::collections::HashSet::new();
+        let mut total = 0u64;
+        for ino in snap.inodes.values() {
+            if let Body::File { map } = &ino.body {
+                for m in map.iter().filter(|m| seen.insert((m.extent, m.offset, m.blocks))) {
+                    total = total.saturating_add(u64::from(m.blocks) * BLOCK_SIZE as u64);
+                }
+            }
+        }
+        total
     }
 
     /// Finds a snapshot by name; `None` picks the only one or `main`.

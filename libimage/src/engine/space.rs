@@ -5,10 +5,15 @@
 //!
 //! FORMAT.md §8: blocks freed by a commit (the old metadata region, extents
 //! whose refcount reached zero) still belong to the previous generation, which
-//! a crash or a damaged newest slot may fall back to. They are therefore
-//! punched only at the *next* commit, and only the parts still free then
-//! (never a block allocated meanwhile). Punched blocks read as zeros; nothing
-//! the format references is ever punched.
+//! a crash or a damaged newest slot may fall back to. A commit that freed
+//! extents is therefore followed by a settling commit (the same metadata as
+//! the next generation, into the other slot); once it is durable, neither
+//! committed generation uses the freed blocks and they are punched at once
+//! ([`Reclaim::punch_now`]). What is left (the first commit's metadata region,
+//! or everything when there was no room to settle) is punched at the *next*
+//! commit, and only the parts still free then (never a block allocated
+//! meanwhile). Punched blocks read as zeros; nothing the format references is
+//! ever punched.
 //!
 //! Reclaiming is best effort: the commit is already durable when it runs, so a
 //! file system without hole punching (`EOPNOTSUPP`) or a failed truncation
@@ -79,6 +84,20 @@ impl Reclaim {
         self.deferred = on;
     }
 
+    /// Whether a commit that freed extents should settle (FORMAT.md §8):
+    /// not while punching is deferred or unsupported (it would give nothing
+    /// back), nor for the first commit of a rollback, whose previous
+    /// generation is the damaged one kept for salvage.
+    pub fn may_settle(&self) -> bool {
+        !self.deferred && !self.unsupported && !self.skip_next
+    }
+
+    /// Punches `ranges` now: the caller guarantees that neither committed
+    /// generation references them and that nothing was allocated in them.
+    pub fn punch_now(&mut self, file: &File, ranges: &[(u64, u64)]) {
+        self.punch(file, coalesce(ranges.to_vec()));
+    }
+
     /// The last error hole punching or truncation met, if any.
     pub fn last_error(&self) -> Option<&str> {
         self.last_error.as_deref()
@@ -111,9 +130,13 @@ impl Reclaim {
         let ranges: Vec<(u64, u64)> = if std::mem::take(&mut self.punch_all) {
             free.ranges().collect()
         } else {
-            self.released.iter().flat_map(|&(s, l)| free.free_parts(s, l)).collect()
+            coalesce(self.released.iter().flat_map(|&(s, l)| free.free_parts(s, l)).collect())
         };
         self.released.clear();
+        self.punch(file, ranges);
+    }
+
+    fn punch(&mut self, file: &File, ranges: impl IntoIterator<Item = (u64, u64)>) {
         if self.unsupported {
             return;
         }
@@ -127,5 +150,35 @@ impl Reclaim {
                 return;
             }
         }
+    }
+}
+
+/// Sorts ranges and merges those that touch or overlap: one `fallocate` per
+/// run instead of one per extent (a deleted snapshot of 78,000 files freed
+/// that many adjacent extents; punched one by one they took 10 s on ext4).
+fn coalesce(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (s, l) in ranges {
+        match out.last_mut() {
+            Some((ps, pl)) if s <= *ps + *pl => *pl = (*pl).max(s + l - *ps),
+            _ => out.push((s, l)),
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::coalesce;
+
+    #[test]
+    fn coalesce_merges_touching_and_overlapping_ranges() {
+        assert_eq!(
+            coalesce(vec![(10, 2), (2, 3), (5, 5), (20, 1), (12, 1), (3, 1)]),
+            vec![(2, 11), (20, 1)]
+        );
+        assert_eq!(coalesce(vec![]), vec![]);
+        assert_eq!(coalesce(vec![(4, 10), (5, 2)]), vec![(4, 10)]);
     }
 }

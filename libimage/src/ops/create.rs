@@ -139,7 +139,7 @@ fn build(
     }
     let stats = b.finish();
     progress.finish();
-    img.commit(time)?;
+    crate::progress::syncing(progress, || img.commit(time))?;
     Ok(CreateReport {
         image: tmp.to_path_buf(),
         key_id: key.identifier().to_string(),

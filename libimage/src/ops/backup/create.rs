@@ -120,7 +120,7 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
         next_ord: 1,
         created: manifest.created,
     };
-    progress.start("backup", None);
+    progress.start("backup", opts.since.is_none().then(|| img.mapped_bytes(snap)));
     // The manifest.
     let json = manifest.to_json();
     let mut recs = Vec::new();

@@ -39,6 +39,8 @@ pub struct RestoreOptions {
     pub snapshot: Option<String>,
     /// Base backups of an incremental backup (the whole chain).
     pub bases: Vec<PathBuf>,
+    /// The archive's length when known (a regular file): the progress total.
+    pub archive_bytes: Option<u64>,
 }
 
 /// What `restore` did.
@@ -287,7 +289,6 @@ impl Sink for RestoreSink<'_> {
         self.report.snapshot = name;
         self.report.backup_id = m.backup_id.clone();
         self.manifest = Some(m.clone());
-        self.progress.start("restore", None);
         Ok(())
     }
 
@@ -333,7 +334,6 @@ impl Sink for RestoreSink<'_> {
         let Kind::File { items } = &m.kind else { return Ok(()) };
         let Some(it) = items.get(item) else { return Ok(()) };
         self.put(&it.ext.ctx, it.off + blk, data, crc)?;
-        self.progress.advance(0, data.len() as u64);
         Ok(())
     }
 
@@ -441,10 +441,14 @@ pub fn restore_backup(input: &mut dyn Read, image: &Path, opts: &RestoreOptions,
     };
     let mut committing = false;
     let r = (|| -> Result<ScanStats> {
-        let rep = scan(BufReader::with_capacity(1 << 20, input), &mut sink)?;
+        progress.start("restore", opts.archive_bytes);
+        let rep = scan(
+            BufReader::with_capacity(1 << 20, crate::progress::ReadProgress::new(input, progress)),
+            &mut sink,
+        )?;
         sink.finish()?;
         committing = true;
-        sink.img()?.commit(time)?;
+        crate::progress::syncing(progress, || sink.img()?.commit(time))?;
         Ok(rep.stats)
     })();
     progress.finish();

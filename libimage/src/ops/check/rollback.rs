@@ -66,7 +66,12 @@ pub(super) fn rollback(path: &Path, code: &'static str, o: &mut Outcome) -> Resu
     // Nothing in the rolled-back state changes: the commit writes its
     // metadata into blocks free in it and flips the superblock.
     img.commit(crate::ops::create::now(Default::default()))?;
-    let lost = if newer.generation == older.generation + 1 {
+    // A settling commit (FORMAT.md §8) stores the same stream again.
+    let settled = newer.generation == older.generation + 1
+        && (newer.meta_bytes, newer.meta_crc, newer.commit_time) == (older.meta_bytes, older.meta_crc, older.commit_time);
+    let lost = if settled {
+        format!("generation {} (a settling commit of the same metadata: nothing)", newer.generation)
+    } else if newer.generation == older.generation + 1 {
         format!("generation {}", newer.generation)
     } else {
         format!("generations {} to {}", older.generation + 1, newer.generation)

@@ -93,6 +93,8 @@ pub fn compact(img: &mut Image, opts: &CompactOptions, progress: &dyn Progress) 
     let moved = move_down(img, opts, progress, &mut r);
     img.defer_punching(false);
     moved?;
+    progress.finish();
+    progress.start(crate::progress::SYNC, None);
     // Cut the free tail; the new metadata region may land at the end, and the
     // old one is freed only after the flip, so repeat while it shrinks. The
     // first of these commits always runs: it punches the free ranges left.

@@ -170,7 +170,7 @@ pub fn rekey(
         reencrypt_extents(img, si, old, new, &todo, opts, progress, &mut pending, &mut report)?;
     }
     if pending {
-        img.commit(opts.time)?;
+        crate::progress::syncing(progress, || img.commit(opts.time))?;
         report.commits += 1;
     }
     report.keys_needed = img.keys_needed(&img.meta().snapshots[si]).iter().map(KeyId::to_string).collect();

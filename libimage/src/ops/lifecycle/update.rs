@@ -191,7 +191,7 @@ pub fn update(
     // Nothing changed: write nothing (no new generation, no new commit time).
     let committed = !same_but_atimes(&img.meta().snapshots[si], &snapshot_before);
     if committed {
-        img.commit(opts.time)?;
+        crate::progress::syncing(progress, || img.commit(opts.time))?;
     }
 
     let (mut extents_freed, mut bytes_freed) = (0, 0);

@@ -89,6 +89,8 @@ pub struct TreeReader<'a> {
     pub img: &'a Image,
     pub snap: &'a Snapshot,
     pub keys: &'a Keyring,
+    /// Receives the bytes [`TreeReader::read_file`] hands over ([`TreeReader::reporting`]).
+    progress: Option<&'a dyn Progress>,
 }
 
 /// One listed directory entry.
@@ -103,7 +105,24 @@ pub struct Listed<'a> {
 
 impl<'a> TreeReader<'a> {
     pub fn new(img: &'a Image, snap: &'a Snapshot, keys: &'a Keyring) -> Self {
-        TreeReader { img, snap, keys }
+        TreeReader {
+            img,
+            snap,
+            keys,
+            progress: None,
+        }
+    }
+
+    /// The same reader, reporting the bytes each [`TreeReader::read_file`]
+    /// hands over to `progress` as they are read.
+    pub fn reporting<'b>(&self, progress: &'b dyn Progress) -> TreeReader<'b>
+    where
+        'a: 'b,
+    {
+        TreeReader {
+            progress: Some(progress),
+            ..*self
+        }
     }
 
     pub fn inode(&self, ino: u64) -> Result<&'a Inode> {
@@ -189,6 +208,9 @@ impl<'a> TreeReader<'a> {
             let off = m.lblk * BLOCK_SIZE as u64;
             let len = (i.size.saturating_sub(off)).min(buf.len() as u64) as usize;
             f(off, &buf[..len])?;
+            if let Some(p) = self.progress {
+                p.advance(0, len as u64);
+            }
         }
         Ok(())
     }
@@ -242,7 +264,7 @@ pub fn extract_paths(
     let r = TreeReader::new(img, snap, keys);
     let sel = prepare(&r, paths)?;
     let mut w = DirSink(TreeWriter::new(dest, as_root)?);
-    progress.start("extract", None);
+    progress.start("extract", Some(select::total_bytes(&r, &sel)?));
     select::walk(&r, &sel, &mut w, progress)?;
     progress.finish();
     w.0.finish()
@@ -263,7 +285,7 @@ pub fn extract_tar<W: std::io::Write>(
     let r = TreeReader::new(img, snap, keys);
     let sel = prepare(&r, paths)?;
     let mut sink = tar_out::TarSink::new(out);
-    progress.start("extract", None);
+    progress.start("extract", Some(select::total_bytes(&r, &sel)?));
     select::walk(&r, &sel, &mut sink, progress)?;
     progress.finish();
     sink.finish()

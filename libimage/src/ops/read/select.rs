@@ -190,6 +190,58 @@ pub fn walk(r: &TreeReader<'_>, sel: &[Chain], sink: &mut dyn Sink, progress: &d
     Ok(())
 }
 
+/// The file bytes [`walk`] reports for `sel` (each file once, hard links
+/// once): the total of an extract's progress. From the inode table when the
+/// whole snapshot is selected; otherwise by a walk that reads no data.
+pub fn total_bytes(r: &TreeReader<'_>, sel: &[Chain]) -> Result<u64> {
+    if sel.iter().any(|c| c.is_empty()) && sel.len() == 1 {
+        return Ok(r
+            .snap
+            .inodes
+            .values()
+            .filter(|i| matches!(i.body, Body::File { .. }))
+            .map(|i| i.size)
+            .fold(0u64, u64::saturating_add));
+    }
+    struct Count(std::sync::atomic::AtomicU64);
+    impl Progress for Count {
+        fn advance(&self, _files: u64, bytes: u64) {
+            self.0.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    struct NoData;
+    impl Sink for NoData {
+        fn dir(&mut self, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn file(&mut self, _: &TreeReader<'_>, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn hard_link(&mut self, _: &[Vec<u8>], _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn symlink(&mut self, _: &[Vec<u8>], _: &[u8], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+        fn special(&mut self, _: &[Vec<u8>], _: &Inode) -> Result<()> {
+            Ok(())
+        }
+    }
+    let count = Count(Default::default());
+    walk(r, sel, &mut NoData, &count)?;
+    Ok(count.0.into_inner())
+}
+
+/// Forwards progress and sums the bytes.
+struct Counted<'a>(&'a dyn Progress, std::sync::atomic::AtomicU64);
+
+impl Progress for Counted<'_> {
+    fn advance(&self, files: u64, bytes: u64) {
+        self.1.fetch_add(bytes, std::sync::atomic::Ordering::Relaxed);
+        self.0.advance(files, bytes);
+    }
+}
+
 /// A directory and everything below it (the directory itself first, unless
 /// it is the root, which [`walk`] already handed over).
 fn walk_dir(
@@ -240,8 +292,11 @@ fn entry(
             show(&path)
         ))),
         Body::File { .. } => {
-            sink.file(r, &path, i)?;
-            progress.advance(1, i.size);
+            // Bytes as they are read; the holes (and any part the sink did
+            // not read) when the file is done, so each file adds its size.
+            let counted = Counted(progress, Default::default());
+            sink.file(&r.reporting(&counted), &path, i)?;
+            progress.advance(1, i.size.saturating_sub(counted.1.into_inner()));
             Ok(())
         }
         Body::Symlink { .. } => sink.symlink(&path, &r.read_link(i.ino)?, i),
