@@ -119,20 +119,22 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
 const PATH_HINT: &str = "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them";
 
 /// `extract IMAGE DEST [PATH]...`: to a directory, or a pax stream when DEST is `-`.
-pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf], no_progress: bool, json: bool) -> anyhow::Result<i32> {
     let to_tar = dest.as_os_str() == "-";
     if to_tar {
         cryptimg_cli::refuse_terminal_stdout("a tar stream", "e.g. `| tar -xpf -`")?;
     }
     let keys = load_keys(key_file)?;
     let fs = ext4::reader::open(image)?;
+    // The bar draws on standard error, so it does not disturb a tar stream.
+    let bar = cryptimg_cli::Bar::new(no_progress);
     let (stats, destination) = if to_tar {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
+        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out, &bar).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
         (st, "standard output (pax tar)".to_string())
     } else {
         let as_root = libimage::tree::write::running_as_root();
-        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root).map_err(|e| {
+        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root, &bar).map_err(|e| {
             cryptimg_cli::flag_hint(
                 e,
                 "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them; DEST must be new or an empty directory",

@@ -212,7 +212,7 @@ fn extract(
         if let Some(code) = ext4::refuse_snapshot(&snapshot) {
             return Ok(code);
         }
-        return ext4::extract(&image, &dest, &paths, &key_file, json);
+        return ext4::extract(&image, &dest, &paths, &key_file, no_progress, json);
     }
     let to_tar = dest.as_os_str() == "-";
     if to_tar {

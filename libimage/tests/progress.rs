@@ -245,3 +245,33 @@ fn lifecycle_commits_are_a_sync_phase() {
     lifecycle::compact(&mut Image::open(&img, Access::ReadWrite).unwrap(), &copts, &rec).unwrap();
     assert!(rec.has_sync(), "compact: {:?}", rec.phases());
 }
+
+/// ext4 `extract` (to a directory and as a tar stream): a total of the
+/// selection's file bytes, reached by the advances.
+#[test]
+fn ext4_extract_reports_a_total() {
+    use libimage::ops::ext4::{self, create_ext4, Ext4Options, Ext4Source};
+    let t = tempfile::tempdir().unwrap();
+    let tree = t.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    let bytes = make_tree(&tree, 9);
+    let img = t.path().join("e.img");
+    create_ext4(
+        &img,
+        Ext4Source::Dir(&tree),
+        &key(),
+        &Ext4Options::default(),
+        &libimage::progress::Quiet,
+    )
+    .unwrap();
+    let fs4 = ext4::reader::open(&img).unwrap();
+    let keys = Keyring::new(vec![key()]);
+    let rec = Recorder::default();
+    ext4::extract::extract_paths(&fs4, &keys, &[], &t.path().join("x"), false, &rec).unwrap();
+    let p = rec.totalled("extract");
+    assert_eq!(p.total, Some(bytes), "{p:?}");
+    let rec = Recorder::default();
+    ext4::extract::extract_tar(&fs4, &keys, &[b"data/d0".to_vec()], Vec::new(), &rec).unwrap();
+    let p = rec.totalled("extract");
+    assert_eq!(p.total, Some(dir_bytes(&tree.join("d0"))), "{p:?}");
+}

@@ -26,6 +26,7 @@ use crate::error::{Error, Result};
 use crate::format::attrs::{Meta, Timespec};
 use crate::ops::read::cat::write_ordered;
 use crate::ops::read::tar_out::{Feed, PaxStream};
+use crate::progress::{Progress, Quiet};
 use crate::tree::write::{TreeWriter, WriteStats};
 
 fn meta(fs: &Fs, ino: u32, i: &Inode) -> std::result::Result<Meta, ReadError> {
@@ -206,9 +207,12 @@ fn context(fs: &Fs, ino: u32, i: &Inode) -> Result<Option<PolicyContext>> {
 }
 
 /// Refuses, before any output, unless every key the selection needs is
-/// given (a walk of the selection's inodes; no data is read).
-fn require_keys(fs: &Fs, keys: &Keyring, sel: &Selection) -> Result<()> {
+/// given (a walk of the selection's inodes; no data is read). Returns the
+/// selection's file bytes (each regular file once), the progress total.
+fn require_keys(fs: &Fs, keys: &Keyring, sel: &Selection) -> Result<u64> {
     let mut needed = BTreeSet::new();
+    let mut files = HashSet::new();
+    let mut total = 0u64;
     walk_selected(
         fs,
         sel,
@@ -216,11 +220,15 @@ fn require_keys(fs: &Fs, keys: &Keyring, sel: &Selection) -> Result<()> {
             if let Some(c) = context(fs, e.ino, e.inode)? {
                 needed.insert(c.key);
             }
+            if e.inode.mode & S_IFMT == S_IFREG && files.insert(e.ino) {
+                total = total.saturating_add(e.inode.size);
+            }
             Ok(())
         },
         &mut |_| Ok(()),
     )?;
-    keys.require(&needed.into_iter().collect::<Vec<_>>())
+    keys.require(&needed.into_iter().collect::<Vec<_>>())?;
+    Ok(total)
 }
 
 /// Feeds the plaintext of regular file `ino` as ordered `(offset, bytes)`
@@ -252,7 +260,7 @@ fn feed_file(fs: &Fs, ino: u32, i: &Inode, xts: Option<&fscrypt::XtsKey>, put: &
 type PendingDir = (Vec<Vec<u8>>, Meta);
 
 /// Writes the selection to `out`.
-fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Result<()> {
+fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out, progress: &dyn Progress) -> Result<()> {
     // Per directory: its plaintext path and its names cipher (encrypted dirs).
     let mut dirs: HashMap<u32, (Vec<Vec<u8>>, Option<NameCipher>)> = HashMap::new();
     // Per non-directory inode written: its path (later names are hard links).
@@ -314,7 +322,17 @@ fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Re
                         (Some(c), Some(k)) => Some(k.file_contents_key(&c.nonce)),
                         _ => None,
                     };
-                    out.file(&path, &m, i.size, &mut |put| feed_file(fs, e.ino, i, xts.as_ref(), put))?;
+                    let mut fed = 0u64;
+                    out.file(&path, &m, i.size, &mut |put| {
+                        feed_file(fs, e.ino, i, xts.as_ref(), &mut |off, data| {
+                            let n = (data.len() as u64).min(i.size.saturating_sub(off));
+                            fed += n;
+                            progress.advance(0, n);
+                            put(off, data)
+                        })
+                    })?;
+                    // Holes count as done when the file is.
+                    progress.advance(1, i.size.saturating_sub(fed));
                 }
                 S_IFLNK => {
                     let raw = fs.symlink_raw(e.ino, i).map_err(map_err)?;
@@ -341,31 +359,43 @@ fn extract_to(fs: &Fs, keys: &Keyring, sel: &Selection, out: &mut dyn Out) -> Re
 
 /// Extracts the whole tree of the ext4 image `fs` into `dest`.
 pub fn extract(fs: &Fs, keys: &Keyring, dest: &Path, as_root: bool) -> Result<WriteStats> {
-    extract_paths(fs, keys, &[], dest, as_root)
+    extract_paths(fs, keys, &[], dest, as_root, &Quiet)
 }
 
 /// Extracts the given paths of the ext4 image `fs` (real names; a directory
 /// means its subtree; all of it when `paths` is empty) into `dest` (absent
 /// or empty), with the directories above each path. Hard links within the
 /// selection stay links. Refuses up front, naming the key ids, unless every
-/// key the selection needs was given.
-pub fn extract_paths(fs: &Fs, keys: &Keyring, paths: &[Vec<u8>], dest: &Path, as_root: bool) -> Result<WriteStats> {
+/// key the selection needs was given. Progress: phase `extract`, totalled
+/// in file bytes.
+pub fn extract_paths(
+    fs: &Fs,
+    keys: &Keyring,
+    paths: &[Vec<u8>],
+    dest: &Path,
+    as_root: bool,
+    progress: &dyn Progress,
+) -> Result<WriteStats> {
     let sel = Selection::new(fs, keys, paths)?;
-    require_keys(fs, keys, &sel)?;
+    progress.start("extract", Some(require_keys(fs, keys, &sel)?));
     let mut tw = TreeWriter::new(dest, as_root)?;
-    extract_to(fs, keys, &sel, &mut tw)?;
-    tw.finish()
+    extract_to(fs, keys, &sel, &mut tw, progress)?;
+    let st = tw.finish()?;
+    progress.finish();
+    Ok(st)
 }
 
 /// `fsck-crypt extract IMAGE -` on ext4: the selection (as [`extract_paths`]
 /// chooses it) as a pax tar stream on `out` (the cryptimg writer,
 /// [`PaxStream`]). Returns the writer and what went in.
-pub fn extract_tar<W: Write>(fs: &Fs, keys: &Keyring, paths: &[Vec<u8>], out: W) -> Result<(W, WriteStats)> {
+pub fn extract_tar<W: Write>(fs: &Fs, keys: &Keyring, paths: &[Vec<u8>], out: W, progress: &dyn Progress) -> Result<(W, WriteStats)> {
     let sel = Selection::new(fs, keys, paths)?;
-    require_keys(fs, keys, &sel)?;
+    progress.start("extract", Some(require_keys(fs, keys, &sel)?));
     let mut pax = PaxStream::new(out);
-    extract_to(fs, keys, &sel, &mut pax)?;
-    pax.finish()
+    extract_to(fs, keys, &sel, &mut pax, progress)?;
+    let r = pax.finish()?;
+    progress.finish();
+    Ok(r)
 }
 
 /// `fsck-crypt cat` on ext4: writes the regular file `path` names (real
