@@ -15,6 +15,7 @@
 
 mod finish;
 pub mod layout;
+mod pipe;
 mod raw;
 
 use std::fs::File;
@@ -117,6 +118,8 @@ pub struct Writer {
     pending: Vec<u8>,
     pending_start: u64,
     buf: Vec<u8>,
+    /// The pipeline's buffers, kept from one large file to the next.
+    chunks: Vec<pipe::Chunk>,
     stats: Stats,
 }
 
@@ -147,6 +150,7 @@ impl Writer {
             pending: Vec::new(),
             pending_start: 0,
             buf: Vec::new(),
+            chunks: Vec::new(),
             stats: Stats::default(),
             opts,
         };
@@ -346,61 +350,69 @@ impl Writer {
     }
 
     fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn FileData) -> Result<(Vec<Extent>, u64)> {
-        let mut extents: Vec<Extent> = Vec::new();
+        if let Some(k) = key {
+            if size >= pipe::MIN_SIZE {
+                return self.write_pipelined(k, size, content);
+            }
+        }
+        let mut placed = Placed::default();
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(READ_CHUNK, 0);
         let mut done = 0u64;
-        let mut nblocks = 0u64;
         let mut zero: Vec<bool> = Vec::with_capacity(READ_CHUNK / BLOCK_SIZE);
         let r = (|| {
-            let read_err = |e| Error::io(format!("reading file contents ({size} bytes expected)"), e);
-            while done < size {
-                // `done` is a multiple of the block size here.
-                let run_end = match content.run().map_err(read_err)? {
-                    Run::Hole { end } => {
-                        let to = (end.min(size) / BLOCK_SIZE_U64 * BLOCK_SIZE_U64).max(done);
-                        if to > done {
-                            content.skip_hole(to).map_err(read_err)?;
-                            done = to;
-                            continue;
-                        }
-                        // A hole shorter than the rest of this block: read it.
-                        (done + BLOCK_SIZE_U64).min(size)
-                    }
-                    Run::Data { end } => end.min(size).max(done + 1),
-                };
-                let upto = run_end.next_multiple_of(BLOCK_SIZE_U64).min(size);
-                let n = (upto - done).min(READ_CHUNK as u64) as usize;
-                let padded = n.next_multiple_of(BLOCK_SIZE);
-                content.read_exact(&mut buf[..n]).map_err(read_err)?;
-                buf[n..padded].fill(0);
-                let lblk0 = done / BLOCK_SIZE_U64;
+            while let Some((lblk0, padded)) = next_piece(content, size, &mut done, &mut buf)? {
+                let data = &mut buf[..padded];
                 // Holes are decided on the plaintext, before encryption.
-                zero.clear();
-                zero.extend(buf[..padded].chunks_exact(BLOCK_SIZE).map(|b| b.iter().all(|&x| x == 0)));
+                zero_flags(data, &mut zero);
                 if let Some(k) = key {
-                    encrypt_chunk(k, lblk0, &mut buf[..padded]);
+                    encrypt_chunk(k, lblk0, data);
                 }
-                for (i, blk) in buf[..padded].chunks_exact(BLOCK_SIZE).enumerate() {
-                    if zero[i] {
-                        continue;
-                    }
-                    let lblk = lblk0 + i as u64;
-                    let pblk = self.alloc.one("file data")?;
-                    self.put_block(pblk, blk)?;
-                    nblocks += 1;
-                    let lblk = lblk as u32;
-                    match extents.last_mut() {
-                        Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
-                        _ => extents.push(Extent { lblk, len: 1, pblk }),
-                    }
-                }
-                done += n as u64;
+                self.place(&mut placed, lblk0, data, &zero, false)?;
             }
             Ok(())
         })();
         self.buf = buf;
-        r.map(|()| (extents, nblocks))
+        r.map(|()| (placed.extents, placed.blocks))
+    }
+
+    /// Allocates a block for each non-zero block of `data` (logical blocks
+    /// from `lblk0`; `zero[i]`: block `i` is all zeros and stays a hole),
+    /// records the extents in `placed` and writes the blocks: queued with
+    /// [`Writer::put_block`], or with `direct` straight from `data`, one
+    /// write per physically contiguous run.
+    fn place(&mut self, placed: &mut Placed, lblk0: u64, data: &[u8], zero: &[bool], direct: bool) -> Result<()> {
+        // The run of blocks of `data` being gathered for one direct write:
+        // (index of its first block in `data`, its first physical block, blocks).
+        let mut run: Option<(usize, u64, usize)> = None;
+        for (i, blk) in data.chunks_exact(BLOCK_SIZE).enumerate() {
+            if zero[i] {
+                continue;
+            }
+            let pblk = self.alloc.one("file data")?;
+            if direct {
+                run = match run {
+                    Some((i0, p0, n)) if i0 + n == i && p0 + n as u64 == pblk => Some((i0, p0, n + 1)),
+                    Some((i0, p0, n)) => {
+                        self.write_at(p0 * BLOCK_SIZE_U64, &data[i0 * BLOCK_SIZE..(i0 + n) * BLOCK_SIZE])?;
+                        Some((i, pblk, 1))
+                    }
+                    None => Some((i, pblk, 1)),
+                };
+            } else {
+                self.put_block(pblk, blk)?;
+            }
+            placed.blocks += 1;
+            let lblk = (lblk0 + i as u64) as u32;
+            match placed.extents.last_mut() {
+                Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
+                _ => placed.extents.push(Extent { lblk, len: 1, pblk }),
+            }
+        }
+        if let Some((i0, p0, n)) = run {
+            self.write_at(p0 * BLOCK_SIZE_U64, &data[i0 * BLOCK_SIZE..(i0 + n) * BLOCK_SIZE])?;
+        }
+        Ok(())
     }
 
     /// Queues one block for writing (consecutive blocks become one write).
@@ -513,6 +525,53 @@ fn encrypt_chunk(key: &XtsKey, lblk0: u64, data: &mut [u8]) {
         s.spawn(|| key.encrypt_units(second, BLOCK_SIZE, b));
         key.encrypt_units(lblk0, BLOCK_SIZE, a);
     });
+}
+
+/// The extents and the count of the blocks of one file placed so far.
+#[derive(Default)]
+struct Placed {
+    extents: Vec<Extent>,
+    blocks: u64,
+}
+
+/// `zero[i]`: block `i` of `data` (whole blocks) is all zeros.
+fn zero_flags(data: &[u8], zero: &mut Vec<bool>) {
+    zero.clear();
+    zero.extend(data.chunks_exact(BLOCK_SIZE).map(|b| b.iter().all(|&x| x == 0)));
+}
+
+/// Reads the next piece of a file's data into `buf` (at most its length, a
+/// multiple of the block size): skips the holes `content` knows of, reads
+/// up to the end of the current data run, pads the last partial block with
+/// zeros. Returns the piece's first logical block and padded length, or
+/// None when all `size` bytes are done. `done` (a multiple of the block
+/// size, or `size`) is where the file stands; it moves past the piece.
+fn next_piece(content: &mut dyn FileData, size: u64, done: &mut u64, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
+    let read_err = |e| Error::io(format!("reading file contents ({size} bytes expected)"), e);
+    while *done < size {
+        let run_end = match content.run().map_err(read_err)? {
+            Run::Hole { end } => {
+                let to = (end.min(size) / BLOCK_SIZE_U64 * BLOCK_SIZE_U64).max(*done);
+                if to > *done {
+                    content.skip_hole(to).map_err(read_err)?;
+                    *done = to;
+                    continue;
+                }
+                // A hole shorter than the rest of this block: read it.
+                (*done + BLOCK_SIZE_U64).min(size)
+            }
+            Run::Data { end } => end.min(size).max(*done + 1),
+        };
+        let upto = run_end.next_multiple_of(BLOCK_SIZE_U64).min(size);
+        let n = (upto - *done).min(buf.len() as u64) as usize;
+        let padded = n.next_multiple_of(BLOCK_SIZE);
+        content.read_exact(&mut buf[..n]).map_err(read_err)?;
+        buf[n..padded].fill(0);
+        let lblk0 = *done / BLOCK_SIZE_U64;
+        *done += n as u64;
+        return Ok(Some((lblk0, padded)));
+    }
+    Ok(None)
 }
 
 /// Names of 1..=255 bytes, index 1..=9, and all attributes of an inode in
