@@ -4,7 +4,8 @@
 //! File contents are streamed: each block is read, checked for zeros (an
 //! all-zero block stays a hole, as `mke2fs -d` does), encrypted with the
 //! file's XTS key when it has one, and written at once; only the extent list
-//! is kept. Directories, inodes, bitmaps and descriptors are kept in memory
+//! is kept. Large encrypted files go through a two-thread pipeline with a
+//! few bounded buffers (`pipe`), with the same result byte for byte. Directories, inodes, bitmaps and descriptors are kept in memory
 //! (a few hundred bytes per inode) and written by [`Writer::finish`].
 //!
 //! The writer deals in on-disk bytes: names are already ciphertext in an
@@ -120,6 +121,8 @@ pub struct Writer {
     buf: Vec<u8>,
     /// The pipeline's buffers, kept from one large file to the next.
     chunks: Vec<pipe::Chunk>,
+    /// Every file the one-thread way (tests compare the two ways).
+    serial: bool,
     stats: Stats,
 }
 
@@ -151,6 +154,7 @@ impl Writer {
             pending_start: 0,
             buf: Vec::new(),
             chunks: Vec::new(),
+            serial: false,
             stats: Stats::default(),
             opts,
         };
@@ -351,7 +355,7 @@ impl Writer {
 
     fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn FileData) -> Result<(Vec<Extent>, u64)> {
         if let Some(k) = key {
-            if size >= pipe::MIN_SIZE {
+            if size >= pipe::MIN_SIZE && !self.serial {
                 return self.write_pipelined(k, size, content);
             }
         }
@@ -360,6 +364,7 @@ impl Writer {
         buf.resize(READ_CHUNK, 0);
         let mut done = 0u64;
         let mut zero: Vec<bool> = Vec::with_capacity(READ_CHUNK / BLOCK_SIZE);
+        let mut runs = Vec::new();
         let r = (|| {
             while let Some((lblk0, padded)) = next_piece(content, size, &mut done, &mut buf)? {
                 let data = &mut buf[..padded];
@@ -368,7 +373,10 @@ impl Writer {
                 if let Some(k) = key {
                     encrypt_chunk(k, lblk0, data);
                 }
-                self.place(&mut placed, lblk0, data, &zero, false)?;
+                allocate(&mut self.alloc, &mut placed, lblk0, &zero, &mut runs)?;
+                for &(i, pblk, n) in &runs {
+                    self.put_block(pblk, &data[i * BLOCK_SIZE..(i + n) * BLOCK_SIZE])?;
+                }
             }
             Ok(())
         })();
@@ -376,46 +384,8 @@ impl Writer {
         r.map(|()| (placed.extents, placed.blocks))
     }
 
-    /// Allocates a block for each non-zero block of `data` (logical blocks
-    /// from `lblk0`; `zero[i]`: block `i` is all zeros and stays a hole),
-    /// records the extents in `placed` and writes the blocks: queued with
-    /// [`Writer::put_block`], or with `direct` straight from `data`, one
-    /// write per physically contiguous run.
-    fn place(&mut self, placed: &mut Placed, lblk0: u64, data: &[u8], zero: &[bool], direct: bool) -> Result<()> {
-        // The run of blocks of `data` being gathered for one direct write:
-        // (index of its first block in `data`, its first physical block, blocks).
-        let mut run: Option<(usize, u64, usize)> = None;
-        for (i, blk) in data.chunks_exact(BLOCK_SIZE).enumerate() {
-            if zero[i] {
-                continue;
-            }
-            let pblk = self.alloc.one("file data")?;
-            if direct {
-                run = match run {
-                    Some((i0, p0, n)) if i0 + n == i && p0 + n as u64 == pblk => Some((i0, p0, n + 1)),
-                    Some((i0, p0, n)) => {
-                        self.write_at(p0 * BLOCK_SIZE_U64, &data[i0 * BLOCK_SIZE..(i0 + n) * BLOCK_SIZE])?;
-                        Some((i, pblk, 1))
-                    }
-                    None => Some((i, pblk, 1)),
-                };
-            } else {
-                self.put_block(pblk, blk)?;
-            }
-            placed.blocks += 1;
-            let lblk = (lblk0 + i as u64) as u32;
-            match placed.extents.last_mut() {
-                Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
-                _ => placed.extents.push(Extent { lblk, len: 1, pblk }),
-            }
-        }
-        if let Some((i0, p0, n)) = run {
-            self.write_at(p0 * BLOCK_SIZE_U64, &data[i0 * BLOCK_SIZE..(i0 + n) * BLOCK_SIZE])?;
-        }
-        Ok(())
-    }
-
-    /// Queues one block for writing (consecutive blocks become one write).
+    /// Queues whole blocks `data` for blocks `pblk..` (consecutive blocks
+    /// become one write of up to about [`WRITE_BATCH`] bytes).
     fn put_block(&mut self, pblk: u64, data: &[u8]) -> Result<()> {
         let next = self.pending_start + (self.pending.len() / BLOCK_SIZE) as u64;
         if !self.pending.is_empty() && (pblk != next || self.pending.len() >= WRITE_BATCH) {
@@ -437,9 +407,7 @@ impl Writer {
     }
 
     fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(data, off)
-            .map_err(|e| Error::io(format!("writing the ext4 image at byte {off}"), e))
+        write_image_at(&self.file, off, data)
     }
 
     /// Creates a symlink whose on-disk target is `disk_link`, terminating
@@ -532,6 +500,35 @@ fn encrypt_chunk(key: &XtsKey, lblk0: u64, data: &mut [u8]) {
 struct Placed {
     extents: Vec<Extent>,
     blocks: u64,
+}
+
+/// Writes `data` at byte `off` of the image.
+fn write_image_at(file: &File, off: u64, data: &[u8]) -> Result<()> {
+    file.write_all_at(data, off)
+        .map_err(|e| Error::io(format!("writing the ext4 image at byte {off}"), e))
+}
+
+/// Allocates a block for each block of a file's piece that is not all zeros
+/// (logical blocks from `lblk0`; `zero[i]`: block `i` is all zeros and stays
+/// a hole), records the extents in `placed`, and sets `runs` to the
+/// physically contiguous runs to write: (index of the run's first block in
+/// the piece, its first physical block, blocks).
+fn allocate(alloc: &mut Alloc, placed: &mut Placed, lblk0: u64, zero: &[bool], runs: &mut Vec<(usize, u64, usize)>) -> Result<()> {
+    runs.clear();
+    for (i, _) in zero.iter().enumerate().filter(|(_, &z)| !z) {
+        let pblk = alloc.one("file data")?;
+        match runs.last_mut() {
+            Some((i0, p0, n)) if *i0 + *n == i && *p0 + *n as u64 == pblk => *n += 1,
+            _ => runs.push((i, pblk, 1)),
+        }
+        placed.blocks += 1;
+        let lblk = (lblk0 + i as u64) as u32;
+        match placed.extents.last_mut() {
+            Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
+            _ => placed.extents.push(Extent { lblk, len: 1, pblk }),
+        }
+    }
+    Ok(())
 }
 
 /// `zero[i]`: block `i` of `data` (whole blocks) is all zeros.
