@@ -4,7 +4,8 @@
 //! File contents are streamed: each block is read, checked for zeros (an
 //! all-zero block stays a hole, as `mke2fs -d` does), encrypted with the
 //! file's XTS key when it has one, and written at once; only the extent list
-//! is kept. Directories, inodes, bitmaps and descriptors are kept in memory
+//! is kept. Large encrypted files go through a two-thread pipeline with a
+//! few bounded buffers (`pipe`), with the same result byte for byte. Directories, inodes, bitmaps and descriptors are kept in memory
 //! (a few hundred bytes per inode) and written by [`Writer::finish`].
 //!
 //! The writer deals in on-disk bytes: names are already ciphertext in an
@@ -15,6 +16,7 @@
 
 mod finish;
 pub mod layout;
+mod pipe;
 mod raw;
 
 use std::fs::File;
@@ -117,6 +119,10 @@ pub struct Writer {
     pending: Vec<u8>,
     pending_start: u64,
     buf: Vec<u8>,
+    /// The pipeline's buffers, kept from one large file to the next.
+    chunks: Vec<pipe::Chunk>,
+    /// Every file the one-thread way (tests compare the two ways).
+    serial: bool,
     stats: Stats,
 }
 
@@ -147,6 +153,8 @@ impl Writer {
             pending: Vec::new(),
             pending_start: 0,
             buf: Vec::new(),
+            chunks: Vec::new(),
+            serial: false,
             stats: Stats::default(),
             opts,
         };
@@ -346,64 +354,38 @@ impl Writer {
     }
 
     fn write_contents(&mut self, key: Option<&XtsKey>, size: u64, content: &mut dyn FileData) -> Result<(Vec<Extent>, u64)> {
-        let mut extents: Vec<Extent> = Vec::new();
+        if let Some(k) = key {
+            if size >= pipe::MIN_SIZE && !self.serial {
+                return self.write_pipelined(k, size, content);
+            }
+        }
+        let mut placed = Placed::default();
         let mut buf = std::mem::take(&mut self.buf);
         buf.resize(READ_CHUNK, 0);
         let mut done = 0u64;
-        let mut nblocks = 0u64;
         let mut zero: Vec<bool> = Vec::with_capacity(READ_CHUNK / BLOCK_SIZE);
+        let mut runs = Vec::new();
         let r = (|| {
-            let read_err = |e| Error::io(format!("reading file contents ({size} bytes expected)"), e);
-            while done < size {
-                // `done` is a multiple of the block size here.
-                let run_end = match content.run().map_err(read_err)? {
-                    Run::Hole { end } => {
-                        let to = (end.min(size) / BLOCK_SIZE_U64 * BLOCK_SIZE_U64).max(done);
-                        if to > done {
-                            content.skip_hole(to).map_err(read_err)?;
-                            done = to;
-                            continue;
-                        }
-                        // A hole shorter than the rest of this block: read it.
-                        (done + BLOCK_SIZE_U64).min(size)
-                    }
-                    Run::Data { end } => end.min(size).max(done + 1),
-                };
-                let upto = run_end.next_multiple_of(BLOCK_SIZE_U64).min(size);
-                let n = (upto - done).min(READ_CHUNK as u64) as usize;
-                let padded = n.next_multiple_of(BLOCK_SIZE);
-                content.read_exact(&mut buf[..n]).map_err(read_err)?;
-                buf[n..padded].fill(0);
-                let lblk0 = done / BLOCK_SIZE_U64;
+            while let Some((lblk0, padded)) = next_piece(content, size, &mut done, &mut buf)? {
+                let data = &mut buf[..padded];
                 // Holes are decided on the plaintext, before encryption.
-                zero.clear();
-                zero.extend(buf[..padded].chunks_exact(BLOCK_SIZE).map(|b| b.iter().all(|&x| x == 0)));
+                zero_flags(data, &mut zero);
                 if let Some(k) = key {
-                    encrypt_chunk(k, lblk0, &mut buf[..padded]);
+                    encrypt_chunk(k, lblk0, data);
                 }
-                for (i, blk) in buf[..padded].chunks_exact(BLOCK_SIZE).enumerate() {
-                    if zero[i] {
-                        continue;
-                    }
-                    let lblk = lblk0 + i as u64;
-                    let pblk = self.alloc.one("file data")?;
-                    self.put_block(pblk, blk)?;
-                    nblocks += 1;
-                    let lblk = lblk as u32;
-                    match extents.last_mut() {
-                        Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
-                        _ => extents.push(Extent { lblk, len: 1, pblk }),
-                    }
+                allocate(&mut self.alloc, &mut placed, lblk0, &zero, &mut runs)?;
+                for &(i, pblk, n) in &runs {
+                    self.put_block(pblk, &data[i * BLOCK_SIZE..(i + n) * BLOCK_SIZE])?;
                 }
-                done += n as u64;
             }
             Ok(())
         })();
         self.buf = buf;
-        r.map(|()| (extents, nblocks))
+        r.map(|()| (placed.extents, placed.blocks))
     }
 
-    /// Queues one block for writing (consecutive blocks become one write).
+    /// Queues whole blocks `data` for blocks `pblk..` (consecutive blocks
+    /// become one write of up to about [`WRITE_BATCH`] bytes).
     fn put_block(&mut self, pblk: u64, data: &[u8]) -> Result<()> {
         let next = self.pending_start + (self.pending.len() / BLOCK_SIZE) as u64;
         if !self.pending.is_empty() && (pblk != next || self.pending.len() >= WRITE_BATCH) {
@@ -425,9 +407,7 @@ impl Writer {
     }
 
     fn write_at(&self, off: u64, data: &[u8]) -> Result<()> {
-        self.file
-            .write_all_at(data, off)
-            .map_err(|e| Error::io(format!("writing the ext4 image at byte {off}"), e))
+        write_image_at(&self.file, off, data)
     }
 
     /// Creates a symlink whose on-disk target is `disk_link`, terminating
@@ -513,6 +493,82 @@ fn encrypt_chunk(key: &XtsKey, lblk0: u64, data: &mut [u8]) {
         s.spawn(|| key.encrypt_units(second, BLOCK_SIZE, b));
         key.encrypt_units(lblk0, BLOCK_SIZE, a);
     });
+}
+
+/// The extents and the count of the blocks of one file placed so far.
+#[derive(Default)]
+struct Placed {
+    extents: Vec<Extent>,
+    blocks: u64,
+}
+
+/// Writes `data` at byte `off` of the image.
+fn write_image_at(file: &File, off: u64, data: &[u8]) -> Result<()> {
+    file.write_all_at(data, off)
+        .map_err(|e| Error::io(format!("writing the ext4 image at byte {off}"), e))
+}
+
+/// Allocates a block for each block of a file's piece that is not all zeros
+/// (logical blocks from `lblk0`; `zero[i]`: block `i` is all zeros and stays
+/// a hole), records the extents in `placed`, and sets `runs` to the
+/// physically contiguous runs to write: (index of the run's first block in
+/// the piece, its first physical block, blocks).
+fn allocate(alloc: &mut Alloc, placed: &mut Placed, lblk0: u64, zero: &[bool], runs: &mut Vec<(usize, u64, usize)>) -> Result<()> {
+    runs.clear();
+    for (i, _) in zero.iter().enumerate().filter(|(_, &z)| !z) {
+        let pblk = alloc.one("file data")?;
+        match runs.last_mut() {
+            Some((i0, p0, n)) if *i0 + *n == i && *p0 + *n as u64 == pblk => *n += 1,
+            _ => runs.push((i, pblk, 1)),
+        }
+        placed.blocks += 1;
+        let lblk = (lblk0 + i as u64) as u32;
+        match placed.extents.last_mut() {
+            Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
+            _ => placed.extents.push(Extent { lblk, len: 1, pblk }),
+        }
+    }
+    Ok(())
+}
+
+/// `zero[i]`: block `i` of `data` (whole blocks) is all zeros.
+fn zero_flags(data: &[u8], zero: &mut Vec<bool>) {
+    zero.clear();
+    zero.extend(data.chunks_exact(BLOCK_SIZE).map(|b| b.iter().all(|&x| x == 0)));
+}
+
+/// Reads the next piece of a file's data into `buf` (at most its length, a
+/// multiple of the block size): skips the holes `content` knows of, reads
+/// up to the end of the current data run, pads the last partial block with
+/// zeros. Returns the piece's first logical block and padded length, or
+/// None when all `size` bytes are done. `done` (a multiple of the block
+/// size, or `size`) is where the file stands; it moves past the piece.
+fn next_piece(content: &mut dyn FileData, size: u64, done: &mut u64, buf: &mut [u8]) -> Result<Option<(u64, usize)>> {
+    let read_err = |e| Error::io(format!("reading file contents ({size} bytes expected)"), e);
+    while *done < size {
+        let run_end = match content.run().map_err(read_err)? {
+            Run::Hole { end } => {
+                let to = (end.min(size) / BLOCK_SIZE_U64 * BLOCK_SIZE_U64).max(*done);
+                if to > *done {
+                    content.skip_hole(to).map_err(read_err)?;
+                    *done = to;
+                    continue;
+                }
+                // A hole shorter than the rest of this block: read it.
+                (*done + BLOCK_SIZE_U64).min(size)
+            }
+            Run::Data { end } => end.min(size).max(*done + 1),
+        };
+        let upto = run_end.next_multiple_of(BLOCK_SIZE_U64).min(size);
+        let n = (upto - *done).min(buf.len() as u64) as usize;
+        let padded = n.next_multiple_of(BLOCK_SIZE);
+        content.read_exact(&mut buf[..n]).map_err(read_err)?;
+        buf[n..padded].fill(0);
+        let lblk0 = *done / BLOCK_SIZE_U64;
+        *done += n as u64;
+        return Ok(Some((lblk0, padded)));
+    }
+    Ok(None)
 }
 
 /// Names of 1..=255 bytes, index 1..=9, and all attributes of an inode in
