@@ -246,10 +246,11 @@ fn lifecycle_commits_are_a_sync_phase() {
     assert!(rec.has_sync(), "compact: {:?}", rec.phases());
 }
 
-/// ext4 `extract` (to a directory and as a tar stream): a total of the
+/// ext4 `create` (the measured source's file bytes, then the sync) and
+/// `extract` (to a directory and as a tar stream): a total of the
 /// selection's file bytes, reached by the advances.
 #[test]
-fn ext4_extract_reports_a_total() {
+fn ext4_create_and_extract_report_totals() {
     use libimage::ops::ext4::{self, create_ext4, Ext4Options, Ext4Source};
     let t = tempfile::tempdir().unwrap();
     let tree = t.path().join("tree");

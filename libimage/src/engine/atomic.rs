@@ -90,6 +90,16 @@ impl AtomicFile {
         &self.tmp
     }
 
+    /// Flushes the temporary file's data to disk (fsync through a fresh
+    /// descriptor: the writer may have consumed its own), for callers that
+    /// wrote it through another handle; call it before [`persist`](Self::persist)
+    /// so a crash never leaves a renamed but unwritten file.
+    pub fn sync(&self) -> Result<()> {
+        File::open(&self.tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(format!("syncing {}", self.tmp.display()), e))
+    }
+
     /// Renames the temporary file into place (unless `replace`, refusing to
     /// replace a file that appeared meanwhile) and syncs the directory.
     pub fn persist(mut self, replace: bool) -> Result<()> {

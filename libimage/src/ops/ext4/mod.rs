@@ -38,7 +38,7 @@ use crate::engine::image::Keyring;
 use crate::error::{Error, Result};
 use crate::ops::build::{clamp_time, display_path, Reproducible};
 use crate::ops::create::now;
-use crate::progress::Progress;
+use crate::progress::{syncing, Progress};
 use crate::tree::{read_tar, walk_dir, EntrySink, Meta, SourceEntry, SourceKind, Timespec};
 
 pub use export::{export_snapshot, snapshot_policy};
@@ -157,12 +157,15 @@ pub fn create_ext4(
     }
     // Geometry: fixed by --size, else measured from the source.
     let mut spool = None;
+    // The bytes to write, known when the source was measured.
+    let mut total = None;
     let (blocks, inodes) = match opts.size {
         Some(s) if s % 4096 != 0 => return Err(Error::Invalid(format!("--size {s} is not a multiple of 4096"))),
         Some(s) => (s / 4096, s / 16384),
         None => {
             let (est, sp) = size::measure(&mut source, path)?;
             spool = sp;
+            total = Some(est.file_bytes);
             size::geometry(&est, opts.journal)
         }
     };
@@ -186,7 +189,7 @@ pub fn create_ext4(
     let (tmp, file) = AtomicFile::new(path)?;
     let w = Writer::new(file, wopts).map_err(ext4_err)?;
     let mut sink = Ext4Sink::new(w, key, det, opts.repro, name, t, progress)?;
-    progress.start("create", None);
+    progress.start("create", total);
     match source {
         Ext4Source::Dir(d) => walk_dir(d, &mut sink)?,
         Ext4Source::TarFile(p) => {
@@ -201,6 +204,7 @@ pub fn create_ext4(
     }
     let stats = sink.w.finish().map_err(ext4_err)?;
     progress.finish();
+    syncing(progress, || tmp.sync())?;
     tmp.persist(opts.force)?;
     Ok(report(path, key, opts, stats))
 }

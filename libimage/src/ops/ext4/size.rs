@@ -24,11 +24,18 @@ pub struct Estimate {
     pub xattr_blocks: u64,
     pub symlink_blocks: u64,
     pub files: u64,
+    /// Bytes of the regular files (each once): the progress total of `create`.
+    pub file_bytes: u64,
 }
 
 impl Estimate {
     /// Counts one entry; `blocks` = data blocks of a regular file.
     pub fn add(&mut self, name_len: usize, kind: Kind, blocks: u64, xattr_bytes: usize) {
+        self.add_sized(name_len, kind, blocks, 0, xattr_bytes);
+    }
+
+    /// [`add`](Self::add), with a regular file's byte size.
+    pub fn add_sized(&mut self, name_len: usize, kind: Kind, blocks: u64, size: u64, xattr_bytes: usize) {
         self.dirent_bytes += rec_len(padded_len(name_len.max(1), 255)) as u64;
         match kind {
             Kind::HardLink => return,
@@ -36,6 +43,7 @@ impl Estimate {
             Kind::File => {
                 self.files += 1;
                 self.data_blocks += blocks;
+                self.file_bytes += size;
             }
             Kind::Symlink(len) => {
                 // le16 ‖ ciphertext ‖ NUL beyond 60 bytes needs a block.
@@ -79,8 +87,8 @@ impl EntrySink for Counter<'_> {
     fn entry(&mut self, e: SourceEntry<'_>) -> Result<()> {
         let name_len = e.path.last().map_or(1, Vec::len);
         let xb = xattr_bytes(&e.meta.xattrs);
-        let (kind, blocks) = match &e.kind {
-            SourceKind::Dir => (Kind::Dir, 0),
+        let (kind, blocks, bytes) = match &e.kind {
+            SourceKind::Dir => (Kind::Dir, 0, 0),
             SourceKind::File { size, .. } => {
                 let mut blocks = size.div_ceil(4096);
                 if let Some(root) = self.root {
@@ -89,13 +97,13 @@ impl EntrySink for Counter<'_> {
                         blocks = blocks.min(m.blocks().div_ceil(8));
                     }
                 }
-                (Kind::File, blocks)
+                (Kind::File, blocks, *size)
             }
-            SourceKind::Symlink { target } => (Kind::Symlink(target.len()), 0),
-            SourceKind::HardLink { .. } => (Kind::HardLink, 0),
-            SourceKind::Special => (Kind::Special, 0),
+            SourceKind::Symlink { target } => (Kind::Symlink(target.len()), 0, 0),
+            SourceKind::HardLink { .. } => (Kind::HardLink, 0, 0),
+            SourceKind::Special => (Kind::Special, 0, 0),
         };
-        self.est.add(name_len, kind, blocks, xb);
+        self.est.add_sized(name_len, kind, blocks, bytes, xb);
         Ok(())
     }
 }
