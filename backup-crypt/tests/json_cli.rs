@@ -5,6 +5,23 @@ use std::process::Command;
 
 use testkit::backup::synth_image;
 
+/// Runs `backup-crypt ARGS` (which must succeed) and returns its JSON
+/// document, checked to be in the shared envelope for `command`.
+fn run_json(command: &str, args: &[&str]) -> serde_json::Value {
+    let o = Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
+        .args(args)
+        .env_remove("CRYPTIMG_FAIL_AFTER_WRITES")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "backup-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
+        .unwrap_or_else(|e| panic!("backup-crypt {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
+    assert_eq!(v["format_version"], 1, "{command}: {v}");
+    assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
+    assert_eq!(v["command"], command, "{command}: {v}");
+    v
+}
+
 #[test]
 fn every_command_prints_the_json_envelope() {
     let t = tempfile::tempdir().unwrap();
@@ -18,17 +35,7 @@ fn every_command_prints_the_json_envelope() {
         ("restore", vec!["restore", &tar, &restored, "--json"]),
     ];
     for (command, args) in &table {
-        let o = Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
-            .args(args)
-            .env_remove("CRYPTIMG_FAIL_AFTER_WRITES")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "backup-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("backup-crypt {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
-        assert_eq!(v["format_version"], 1, "{command}: {v}");
-        assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
-        assert_eq!(v["command"], *command, "{command}: {v}");
+        let v = run_json(command, args);
         if *command == "list" {
             // Times are numbers, as in the ext4 listing.
             let e = v["members"].as_array().and_then(|a| a.first()).cloned().unwrap_or_default();
@@ -87,17 +94,7 @@ fn every_command_prints_the_json_envelope_for_ext4() {
     ];
     let mut docs = std::collections::HashMap::new();
     for (command, args) in &table {
-        let o = Command::new(env!("CARGO_BIN_EXE_backup-crypt"))
-            .args(args)
-            .env_remove("CRYPTIMG_FAIL_AFTER_WRITES")
-            .output()
-            .unwrap();
-        assert!(o.status.success(), "backup-crypt {args:?}: {}", String::from_utf8_lossy(&o.stderr));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-            .unwrap_or_else(|e| panic!("backup-crypt {args:?}: not JSON ({e}): {}", String::from_utf8_lossy(&o.stdout)));
-        assert_eq!(v["format_version"], 1, "{command}: {v}");
-        assert_eq!(v["tool"], "backup-crypt", "{command}: {v}");
-        assert_eq!(v["command"], *command, "{command}: {v}");
+        let v = run_json(command, args);
         docs.insert(*command, v);
     }
     let (c, l, v, r) = (&docs["create"], &docs["list"], &docs["verify"], &docs["restore"]);
