@@ -137,7 +137,7 @@ fn kernel_made_ext4_ls_check_extract() {
         );
     }
     let out = fsck(&["check".as_ref(), img.as_os_str(), "--key-file".as_ref(), wrong_kf.as_os_str()]);
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(out.status.code(), Some(64), "{}", String::from_utf8_lossy(&out.stdout));
     assert!(String::from_utf8_lossy(&out.stdout).contains("W_KEY_UNUSED"));
     let info = fsck(&["info".as_ref(), img.as_os_str()]);
     assert!(info.status.success());

@@ -123,8 +123,8 @@ fn every_command_prints_the_json_envelope_on_ext4() {
     assert_eq!(check["summary"]["errors"], 0, "{check}");
     assert!(check["summary"]["bytes_checked"]["data"].as_u64().unwrap() >= 8192, "{check}");
     assert_eq!(check["exit_code"], 0);
-    // A wrong key is a finding, as data.
-    let bad = json(&["check", &img, "--key-file", &w, "--json"], false, 4);
+    // A wrong key is a finding, as data, and a key problem (exit 64), not damage.
+    let bad = json(&["check", &img, "--key-file", &w, "--json"], false, 64);
     let f = &bad["findings"][0];
     assert_eq!(f["code"], "W_KEY_UNUSED", "{bad}");
     assert_eq!(f["severity"], "warning", "{bad}");

@@ -33,3 +33,20 @@ pub fn for_error(e: &Error) -> i32 {
         OPERATIONAL
     }
 }
+
+/// The exit code of `fsck-crypt check` (both formats) from its findings:
+/// errors or warnings left are [`UNCORRECTED`]; a given key that matches
+/// nothing is a key problem ([`KEY`]), not damage; with damage too it may be
+/// the damage's doing (a context's key id flipped), and damage wins.
+pub fn for_findings(findings: &[crate::finding::Finding]) -> i32 {
+    use crate::finding::{Code, Severity};
+    let problems = findings.iter().filter(|f| f.severity != Severity::Info);
+    let (key, other) = problems.fold((0, 0), |(k, o), f| if f.code == Code::KeyUnused { (k + 1, o) } else { (k, o + 1) });
+    if other > 0 {
+        UNCORRECTED
+    } else if key > 0 {
+        KEY
+    } else {
+        CLEAN
+    }
+}

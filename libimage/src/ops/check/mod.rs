@@ -168,17 +168,7 @@ fn run(path: &Path, keys: &Keyring, opts: &CheckOptions, progress: &dyn Progress
     if opts.data && loaded.is_some() {
         report.summary.data_note = Some(DATA_NOTE);
     }
-    // A given key that matches nothing is a key problem (exit::KEY), not
-    // damage; with damage too it may be the damage's doing (a context's key
-    // id flipped), and damage wins (exit::UNCORRECTED).
-    let key_problems = report.findings.iter().filter(|f| f.code == crate::finding::Code::KeyUnused).count();
-    report.exit_code = if report.problems() > key_problems {
-        exit::UNCORRECTED
-    } else if key_problems > 0 {
-        exit::KEY
-    } else {
-        exit::CLEAN
-    };
+    report.exit_code = exit::for_findings(&report.findings);
     Ok(Checked {
         report,
         loaded,

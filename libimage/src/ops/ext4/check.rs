@@ -368,7 +368,7 @@ pub fn check(path: &Path, keys: &Keyring, opts: Ext4CheckOptions) -> Result<Ext4
     s.errors = r.findings.iter().filter(|f| f.severity == Severity::Error).count();
     s.warnings = r.findings.iter().filter(|f| f.severity == Severity::Warning).count();
     s.infos = r.findings.iter().filter(|f| f.severity == Severity::Info).count();
-    r.exit_code = if s.errors + s.warnings > 0 { 4 } else { 0 };
+    r.exit_code = crate::exit::for_findings(&r.findings);
     Ok(r)
 }
 
