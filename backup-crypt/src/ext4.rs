@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use cryptimg_cli::exit;
 use libimage::engine::atomic::AtomicFile;
 use libimage::ops::ext4::archive::{read_archive, sniff, Ext4Manifest, Ext4Sink, Kind, Member};
-use libimage::ops::ext4::{backup, reader, restore};
+use libimage::ops::ext4::{backup, base, reader, restore};
 
 pub fn is_ext4_image(p: &Path) -> bool {
     reader::is_ext4(p)
@@ -67,14 +67,16 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool) 
     Ok(exit::OK)
 }
 
-pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet: bool) -> anyhow::Result<i32> {
-    let rep = restore::restore(&mut input, image, &restore::Ext4RestoreOptions { size, force: false })?;
+pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, bases: Vec<PathBuf>, quiet: bool) -> anyhow::Result<i32> {
+    let opts = restore::Ext4RestoreOptions { size, force: false, bases };
+    let rep = restore::restore(&mut input, image, &opts)?;
     if !quiet {
         println!(
-            "restored an ext4 backup into new image {}: {} members, {} files, {} ciphertext blocks",
+            "restored an ext4 backup into new image {}: {} members, {} files ({} with their ciphertext from the base backups), {} ciphertext blocks",
             image.display(),
             rep.members,
             rep.files,
+            rep.base_files,
             rep.blocks
         );
     }
@@ -83,21 +85,13 @@ pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet:
 
 struct Lister<'a> {
     out: &'a mut dyn Write,
-    list: bool,
-    manifest: Option<Ext4Manifest>,
-    stored: u64,
 }
 
 impl Ext4Sink for Lister<'_> {
-    fn manifest(&mut self, m: &Ext4Manifest) -> libimage::Result<()> {
-        self.manifest = Some(m.clone());
+    fn manifest(&mut self, _m: &Ext4Manifest) -> libimage::Result<()> {
         Ok(())
     }
     fn member(&mut self, m: &Member, _d: &mut dyn FnMut(&mut [u8]) -> libimage::Result<usize>) -> libimage::Result<()> {
-        self.stored += m.runs.iter().map(|r| r.1 * 4096).sum::<u64>();
-        if !self.list {
-            return Ok(());
-        }
         let kind = match m.kind {
             Kind::Dir => "dir",
             Kind::File => "file",
@@ -129,30 +123,32 @@ impl Ext4Sink for Lister<'_> {
 
 pub fn list(mut input: Box<dyn Read>) -> anyhow::Result<i32> {
     let mut out = std::io::stdout().lock();
-    let mut l = Lister {
-        out: &mut out,
-        list: true,
-        manifest: None,
-        stored: 0,
-    };
-    read_archive(&mut input, &mut l)?;
+    read_archive(&mut input, &mut Lister { out: &mut out })?;
     Ok(exit::OK)
 }
 
-pub fn verify(mut input: Box<dyn Read>) -> anyhow::Result<i32> {
-    let mut sink = std::io::sink();
-    let mut l = Lister {
-        out: &mut sink,
-        list: false,
-        manifest: None,
-        stored: 0,
-    };
-    let (n, keys) = read_archive(&mut input, &mut l)?;
-    let id = l.manifest.map(|m| m.backup_id).unwrap_or_default();
+pub fn verify(mut input: Box<dyn Read>, bases: &[PathBuf]) -> anyhow::Result<i32> {
+    let rep = base::verify(&mut input, bases)?;
+    let id = rep.manifest.as_ref().map(|m| m.backup_id.as_str()).unwrap_or_default();
+    let keys = &rep.keys_needed;
     println!(
-        "ok: ext4 backup {id}: {n} members, {} bytes of ciphertext blocks, every member checksum and the archive crc32c verified; keys needed: {}",
-        l.stored,
+        "ok: ext4 backup {id}: {} members, {} bytes of ciphertext blocks, every member checksum and the archive crc32c verified; keys needed: {}",
+        rep.members,
+        rep.stored_bytes,
         if keys.is_empty() { "none".to_string() } else { keys.join(", ") }
     );
+    if let Some(b) = rep.manifest.as_ref().and_then(|m| m.base_backup_id.as_ref()) {
+        if bases.is_empty() {
+            println!(
+                "note: incremental on {b}: the ciphertext of {} unchanged files lives in the base backups and was not checked (pass --base for the whole chain)",
+                rep.unchanged
+            );
+        } else {
+            println!(
+                "incremental on {b}: the ciphertext of all {} unchanged files was found in the base backups given",
+                rep.unchanged_found
+            );
+        }
+    }
     Ok(exit::OK)
 }

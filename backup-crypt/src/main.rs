@@ -109,7 +109,7 @@ fn restore(
 ) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::restore(r, &image, size, out.quiet);
+        return ext4::restore(r, &image, size, bases, out.quiet);
     }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
@@ -175,7 +175,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
 fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::verify(r);
+        return ext4::verify(r, &bases);
     }
     let rep = backup::verify_backup(&mut r, &bases)
         .map_err(|e| cryptimg_cli::archive_error(e, "name every base backup of the chain with --base"))?;

@@ -138,6 +138,9 @@ pub struct Member {
     pub unchanged: bool,
     /// Archive offset of the member (for messages).
     pub offset: u64,
+    /// Archive offset of the member's data (where a base backup's stored
+    /// ciphertext is read back from, docs/BACKUP.md §11.4).
+    pub data_offset: u64,
 }
 
 /// Receives members and their data while [`read_archive`] streams.
@@ -203,6 +206,8 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
     let mut r = PaxReader::new(input);
     let mut members = 0u64;
     let mut first = true;
+    // The manifest names a base backup: CRYPTIMG.unchanged is allowed.
+    let mut incremental = false;
     // Path → kind of every tree member so far.
     let mut seen: std::collections::HashMap<Vec<u8>, Kind> = std::collections::HashMap::new();
     loop {
@@ -242,7 +247,9 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
             if crc::combine(rec_crc, c, buf.len() as u64) != want_crc {
                 return Err(corrupt("manifest checksum mismatch".into(), off));
             }
-            sink.manifest(&Ext4Manifest::parse(&buf)?)?;
+            let manifest = Ext4Manifest::parse(&buf)?;
+            incremental = manifest.base_backup_id.is_some();
+            sink.manifest(&manifest)?;
             first = false;
             continue;
         }
@@ -279,7 +286,8 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
             }
             return Ok((members, keys));
         }
-        let m = member(&raw.ustar, size, rest, path, off)?;
+        let mut m = member(&raw.ustar, size, rest, path, off)?;
+        m.data_offset = raw.data_offset;
         let shown = || String::from_utf8_lossy(&m.path).into_owned();
         if seen.contains_key(&m.path) {
             return Err(corrupt(format!("path {:?} appears twice", shown()), off));
@@ -312,6 +320,15 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
         };
         if size != expect {
             return Err(corrupt(format!("data of {size} bytes, the records imply {expect}"), off));
+        }
+        if m.unchanged && !incremental {
+            return Err(corrupt(
+                format!(
+                    "{}: CRYPTIMG.unchanged in a full backup (the manifest names no base backup)",
+                    shown()
+                ),
+                off,
+            ));
         }
         r.start_data(size);
         let mut left = size;
@@ -376,6 +393,7 @@ fn member(
         datacrc: None,
         unchanged: false,
         offset: off,
+        data_offset: 0,
     };
     m.uid = u32::try_from(u.uid).map_err(|_| bad("uid"))?;
     m.gid = u32::try_from(u.gid).map_err(|_| bad("gid"))?;

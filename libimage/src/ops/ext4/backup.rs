@@ -40,11 +40,16 @@ pub struct Ext4BackupReport {
     pub archive_bytes: u64,
 }
 
-/// (context, datacrc) of the encrypted files of a previous backup, by path.
+/// The encrypted files of a previous backup: (context, datacrc, size) →
+/// block runs. The nonce in the context is unique per inode, so the key
+/// names one file's one version wherever it lives in the tree.
 struct Prev {
     id: String,
-    files: HashMap<Vec<u8>, ([u8; 40], u32)>,
+    files: HashMap<PrevKey, Vec<(u64, u64)>>,
 }
+
+/// (context, datacrc, size).
+type PrevKey = ([u8; 40], u32, u64);
 
 impl Ext4Sink for Prev {
     fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
@@ -53,14 +58,15 @@ impl Ext4Sink for Prev {
     }
     fn member(&mut self, m: &Member, _data: &mut dyn FnMut(&mut [u8]) -> Result<usize>) -> Result<()> {
         if let (Kind::File, Some(c), Some(d)) = (m.kind, m.context, m.datacrc) {
-            self.files.insert(m.path.clone(), (c, d));
+            self.files.entry((c, d, m.size)).or_insert_with(|| m.runs.clone());
         }
         Ok(())
     }
 }
 
 /// Backs up the ext4 image at `image` to `out`; with `since`, files whose
-/// context and ciphertext equal the previous backup's are not stored.
+/// context, size, block runs and ciphertext crc32c equal a file of the
+/// previous backup are not stored (docs/BACKUP.md §11.3).
 pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -> Result<Ext4BackupReport> {
     let fs = super::reader::open(image)?;
     let prev = match since {
@@ -247,13 +253,14 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                                 Ok(())
                             })?;
                         }
+                        let file_runs = runs(&map);
                         let unchanged = match (&ctx, &prev_files) {
-                            (Some(c), Some(pf)) => pf.get(&path).is_some_and(|(pc, pd)| pc == c && *pd == crc),
+                            (Some(c), Some(pf)) => pf.get(&(*c, crc, i.size)).is_some_and(|r| *r == file_runs),
                             _ => false,
                         };
                         if ctx.is_some() {
                             push_record(&mut recs, K_SIZE.as_bytes(), i.size.to_string().as_bytes());
-                            push_record(&mut recs, K_BLOCKS.as_bytes(), runs(&map).as_bytes());
+                            push_record(&mut recs, K_BLOCKS.as_bytes(), fmt_runs(&file_runs).as_bytes());
                             push_record(&mut recs, K_DATACRC.as_bytes(), format!("{crc:08x}").as_bytes());
                             rep.encrypted_files += 1;
                         }
@@ -351,8 +358,8 @@ fn context_of(fs: &Fs, ino: u32, i: &Inode) -> Result<Option<[u8; 40]>> {
     }
 }
 
-/// `L+N,...` of the written extents, adjacent ones merged.
-fn runs(map: &FileMap) -> String {
+/// (first, count) runs of the written extents, adjacent ones merged.
+fn runs(map: &FileMap) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = Vec::new();
     for e in map.extents.iter().filter(|e| !e.unwritten) {
         match v.last_mut() {
@@ -360,7 +367,12 @@ fn runs(map: &FileMap) -> String {
             _ => v.push((u64::from(e.lblk), u64::from(e.len))),
         }
     }
-    v.iter().map(|(l, n)| format!("{l}+{n}")).collect::<Vec<_>>().join(",")
+    v
+}
+
+/// `L+N,...` (the `CRYPTIMG.blocks` value).
+fn fmt_runs(runs: &[(u64, u64)]) -> String {
+    runs.iter().map(|(l, n)| format!("{l}+{n}")).collect::<Vec<_>>().join(",")
 }
 
 /// Streams a file's member data: ciphertext blocks (`plain` None), or the

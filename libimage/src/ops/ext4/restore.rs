@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ext4fs::inode::Time;
 use ext4fs::writer::{Attrs, Options, Writer};
@@ -14,6 +14,7 @@ use ext4fs::xattr::Xattr;
 use ext4fs::ROOT_INO;
 
 use super::archive::{read_archive, Ext4Manifest, Ext4Sink, Kind, Member};
+use super::base::Ext4Bases;
 use crate::engine::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::ops::backup::format::parse_hex_exact;
@@ -25,6 +26,8 @@ pub struct Ext4RestoreOptions {
     pub size: Option<u64>,
     /// Replace an existing IMAGE.
     pub force: bool,
+    /// Base backups of an incremental archive: the whole chain (§11.4).
+    pub bases: Vec<PathBuf>,
 }
 
 /// What a restore wrote.
@@ -33,6 +36,8 @@ pub struct Ext4RestoreReport {
     pub members: u64,
     pub files: u64,
     pub blocks: u64,
+    /// Files whose ciphertext came from a base backup.
+    pub base_files: u64,
 }
 
 fn werr(e: ext4fs::Error) -> Error {
@@ -45,6 +50,7 @@ fn werr(e: ext4fs::Error) -> Error {
 struct Restorer<'a> {
     dest: &'a Path,
     opts: &'a Ext4RestoreOptions,
+    bases: &'a Ext4Bases,
     tmp: Option<AtomicFile>,
     w: Option<Writer>,
     /// Archive path → inode (directories with their trailing '/').
@@ -72,6 +78,8 @@ fn attrs(m: &Member) -> Result<Attrs> {
 
 impl Ext4Sink for Restorer<'_> {
     fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
+        // Before anything is written: every base of the chain was given.
+        self.bases.check_chain(m)?;
         let size = self.opts.size.unwrap_or(m.blocks_count.saturating_mul(4096));
         if !size.is_multiple_of(4096) || size == 0 {
             return Err(Error::Invalid(format!("--size {size} is not a positive multiple of 4096")));
@@ -134,14 +142,17 @@ impl Ext4Sink for Restorer<'_> {
                 w.mkdir(parent, &name, a, m.context).map_err(werr)?
             }
             Kind::File => {
-                if m.unchanged {
-                    return Err(bad(
-                        "data is in the base backup (restoring incremental ext4 backups is not supported yet)",
-                    ));
-                }
                 self.rep.files += 1;
                 let mut rd = FnReader(data);
                 match m.context {
+                    Some(c) if m.unchanged => {
+                        self.rep.blocks += m.runs.iter().map(|r| r.1).sum::<u64>();
+                        self.rep.base_files += 1;
+                        let mut rd = self.bases.data(m)?;
+                        let ino = w.file_raw(parent, &name, a, Some(c), m.size, &m.runs, &mut rd).map_err(werr)?;
+                        rd.finish(m)?;
+                        ino
+                    }
                     Some(c) => {
                         self.rep.blocks += m.runs.iter().map(|r| r.1).sum::<u64>();
                         w.file_raw(parent, &name, a, Some(c), m.size, &m.runs, &mut rd).map_err(werr)?
@@ -179,14 +190,17 @@ impl Read for FnReader<'_> {
     }
 }
 
-/// Restores the ext4 backup read from `input` as a new ext4 image `dest`.
+/// Restores the ext4 backup read from `input` as a new ext4 image `dest`;
+/// the data of `CRYPTIMG.unchanged` members comes from `opts.bases`.
 pub fn restore(input: &mut dyn Read, dest: &Path, opts: &Ext4RestoreOptions) -> Result<Ext4RestoreReport> {
     if dest.exists() && !opts.force {
         return Err(Error::Invalid(format!("{} exists (give --force to replace it)", dest.display())));
     }
+    let bases = Ext4Bases::load(&opts.bases)?;
     let mut r = Restorer {
         dest,
         opts,
+        bases: &bases,
         tmp: None,
         w: None,
         inos: HashMap::new(),
