@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{BufReader, Read};
+use std::io::Read;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
@@ -94,7 +94,7 @@ impl Ext4Bases {
             file,
             manifest: None,
         };
-        read_archive(&mut BufReader::with_capacity(1 << 20, reader), &mut sink).map_err(|e| in_base(path, e))?;
+        read_archive(&mut { reader }, &mut sink).map_err(|e| in_base(path, e))?;
         let Some(m) = sink.manifest else {
             return Err(Error::Internal("an ext4 archive read without a manifest"));
         };

@@ -4,7 +4,6 @@
 //! blocks, through [`ext4fs::writer::Writer::file_raw`]. The image is
 //! written to a temporary file and renamed into place when complete.
 
-use std::collections::HashMap;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -53,8 +52,8 @@ struct Restorer<'a> {
     bases: &'a Ext4Bases,
     tmp: Option<AtomicFile>,
     w: Option<Writer>,
-    /// Archive path → inode (directories with their trailing '/').
-    inos: HashMap<Vec<u8>, u32>,
+    /// Inode of each tree member, by [`Member::index`].
+    inos: Vec<u32>,
     rep: Ext4RestoreReport,
 }
 
@@ -109,21 +108,23 @@ impl Ext4Sink for Restorer<'_> {
         };
         let bad = |why: &str| Error::Invalid(format!("{}: {why}", String::from_utf8_lossy(&m.path)));
         self.rep.members += 1;
+        if self.inos.len() != m.index {
+            return Err(Error::Internal("ext4 restore: members out of order"));
+        }
         if m.path == b"./" {
             if m.context.is_some() {
                 return Err(bad("an encrypted root directory cannot be restored"));
             }
             w.set_attrs(ROOT_INO, attrs(m)?).map_err(werr)?;
-            self.inos.insert(m.path.clone(), ROOT_INO);
+            self.inos.push(ROOT_INO);
             return Ok(());
         }
         let trimmed = m.path.strip_suffix(b"/").unwrap_or(&m.path);
         let cut = trimmed.iter().rposition(|&b| b == b'/').ok_or_else(|| bad("no parent"))?;
-        let parent_path = &trimmed[..=cut];
         let last = &trimmed[cut + 1..];
         let parent = *self
             .inos
-            .get(parent_path)
+            .get(m.parent)
             .ok_or_else(|| bad("its parent directory is not an earlier member"))?;
         let name: Vec<u8> = m.name_ct.clone().unwrap_or_else(|| last.to_vec());
         if name.is_empty() || name.len() > 255 {
@@ -135,7 +136,7 @@ impl Ext4Sink for Restorer<'_> {
                 if parent == ROOT_INO && name == b"lost+found" {
                     if let Some(i) = w.lookup(ROOT_INO, &name).map_err(werr)? {
                         w.set_attrs(i, a).map_err(werr)?;
-                        self.inos.insert(m.path.clone(), i);
+                        self.inos.push(i);
                         return Ok(());
                     }
                 }
@@ -170,13 +171,13 @@ impl Ext4Sink for Restorer<'_> {
                 w.symlink(parent, &name, a, m.context, &blob).map_err(werr)?
             }
             Kind::HardLink => {
-                let target = *self.inos.get(&m.link).ok_or_else(|| bad("hard link to an unknown member"))?;
+                let target = *self.inos.get(m.link_index).ok_or_else(|| bad("hard link to an unknown member"))?;
                 w.link(parent, &name, target).map_err(werr)?;
                 target
             }
             Kind::Special => w.special(parent, &name, a).map_err(werr)?,
         };
-        self.inos.insert(m.path.clone(), ino);
+        self.inos.push(ino);
         Ok(())
     }
 }
@@ -203,7 +204,7 @@ pub fn restore(input: &mut dyn Read, dest: &Path, opts: &Ext4RestoreOptions) -> 
         bases: &bases,
         tmp: None,
         w: None,
-        inos: HashMap::new(),
+        inos: Vec::new(),
         rep: Ext4RestoreReport::default(),
     };
     read_archive(input, &mut r)?;
