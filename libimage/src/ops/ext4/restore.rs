@@ -97,7 +97,11 @@ impl Ext4Sink for Restorer<'_> {
             hash_seed: seed,
             now: m.created,
         };
-        self.w = Some(Writer::new(file, opts).map_err(werr)?);
+        let mut w = Writer::new(file, opts).map_err(werr)?;
+        // Indexed directories hash as on the source, so the no-key names
+        // Linux derives from the hashes are the source's (§11.4).
+        w.set_dir_hash(m.hash_version, !m.unsigned_hash).map_err(werr)?;
+        self.w = Some(w);
         self.tmp = Some(tmp);
         Ok(())
     }
