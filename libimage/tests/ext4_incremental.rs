@@ -125,6 +125,12 @@ fn incremental_chain_restores_with_its_bases() {
         fs::write(src.join(format!("big/f{i}")), b).unwrap();
     }
 
+    // Runs longer than the writer's read chunk, and holes between runs.
+    let mut b = vec![0u8; 300_000];
+    TestRng::new(77).fill(&mut b);
+    b[100_000..180_000].fill(0);
+    fs::write(src.join("big/runs"), b).unwrap();
+
     build(&src, &p("v1.img"));
     let full = backup_to(&p("v1.img"), &p("full.tar"), None);
     assert_eq!(full.unchanged_files, 0);

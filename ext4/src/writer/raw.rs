@@ -9,10 +9,13 @@
 
 use std::io::Read;
 
-use super::{Attrs, Body, Node, Writer};
+use super::{Attrs, Body, Node, Writer, READ_CHUNK};
 use crate::extent::{Extent, MAX_LEN};
 use crate::inode::{S_IFMT, S_IFREG};
 use crate::{Error, Result, BLOCK_SIZE, BLOCK_SIZE_U64};
+
+/// Bytes of ciphertext read at a time.
+const RAW_CHUNK: usize = 64 << 10;
 
 impl Writer {
     /// Creates a regular file of `size` bytes whose blocks `runs` (logical
@@ -40,28 +43,45 @@ impl Writer {
         let mut extents: Vec<Extent> = Vec::new();
         let mut nblocks = 0u64;
         let mut next = 0u64;
-        let mut b = vec![0u8; BLOCK_SIZE];
-        for &(first, count) in runs {
-            let end = first.checked_add(count).filter(|&e| first >= next && e <= max && count > 0);
-            let Some(end) = end else {
-                return Err(Error::Invalid(format!(
-                    "block run {first}+{count} overlaps or lies outside a {size}-byte file"
-                )));
-            };
-            next = end;
-            for lblk in first..end {
-                data.read_exact(&mut b)
-                    .map_err(|e| Error::io(format!("reading ciphertext block {lblk}"), e))?;
-                let pblk = self.alloc.one("file data")?;
-                self.put_block(pblk, &b)?;
-                nblocks += 1;
-                let lblk = lblk as u32;
-                match extents.last_mut() {
-                    Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => e.len += 1,
-                    _ => extents.push(Extent { lblk, len: 1, pblk }),
+        // Up to RAW_CHUNK bytes of a run per read, into the writer's reused
+        // buffer (small enough to stay in cache until put_block copies it).
+        let mut b = std::mem::take(&mut self.buf);
+        if b.len() < READ_CHUNK {
+            b.resize(READ_CHUNK, 0);
+        }
+        let r = (|| {
+            for &(first, count) in runs {
+                let end = first.checked_add(count).filter(|&e| first >= next && e <= max && count > 0);
+                let Some(end) = end else {
+                    return Err(Error::Invalid(format!(
+                        "block run {first}+{count} overlaps or lies outside a {size}-byte file"
+                    )));
+                };
+                next = end;
+                let mut at = first;
+                while at < end {
+                    let n = (end - at).min((RAW_CHUNK / BLOCK_SIZE) as u64) as usize;
+                    data.read_exact(&mut b[..n * BLOCK_SIZE])
+                        .map_err(|e| Error::io(format!("reading ciphertext blocks {at}..{}", at + n as u64), e))?;
+                    for (i, blk) in b[..n * BLOCK_SIZE].chunks_exact(BLOCK_SIZE).enumerate() {
+                        let pblk = self.alloc.one("file data")?;
+                        self.put_block(pblk, blk)?;
+                        nblocks += 1;
+                        let lblk = (at + i as u64) as u32;
+                        match extents.last_mut() {
+                            Some(e) if e.lblk + u32::from(e.len) == lblk && e.pblk + u64::from(e.len) == pblk && e.len < MAX_LEN => {
+                                e.len += 1
+                            }
+                            _ => extents.push(Extent { lblk, len: 1, pblk }),
+                        }
+                    }
+                    at += n as u64;
                 }
             }
-        }
+            Ok(())
+        })();
+        self.buf = b;
+        r?;
         let ino = self.new_ino(Node {
             attrs,
             ctx,
