@@ -147,3 +147,48 @@ fn incremental_chain_restores_each_files_latest_data() {
     assert_eq!(mid[1].2[0].1, vec![0x66u8; 4096]);
     assert_eq!(mid[1].2[1], (2, vec![0x99u8; 4096]));
 }
+
+/// A base backup whose stored ciphertext changes after it was indexed (and
+/// verified) is caught while its data is copied: corrupt input, exit 4.
+#[test]
+fn a_base_that_changes_after_indexing_is_caught() {
+    use libimage::ops::ext4::archive::{read_archive, Ext4Manifest, Ext4Sink, Member};
+    use libimage::ops::ext4::base::Ext4Bases;
+    use std::io::Read;
+
+    struct Collect(Vec<Member>);
+    impl Ext4Sink for Collect {
+        fn manifest(&mut self, _m: &Ext4Manifest) -> libimage::Result<()> {
+            Ok(())
+        }
+        fn member(&mut self, m: &Member, _d: &mut dyn FnMut(&mut [u8]) -> libimage::Result<usize>) -> libimage::Result<()> {
+            self.0.push(m.clone());
+            Ok(())
+        }
+    }
+    let t = tempfile::tempdir().unwrap();
+    let base = t.path().join("base.tar");
+    fs::copy(corpus().join("incr-base.tar"), &base).unwrap();
+    let bases = Ext4Bases::load(std::slice::from_ref(&base)).unwrap();
+    let mut c = Collect(Vec::new());
+    read_archive(&mut fs::read(corpus().join("incr-mid.tar")).unwrap().as_slice(), &mut c).unwrap();
+    let m = c.0.iter().find(|m| m.unchanged).expect("mid has an unchanged file");
+
+    let mut d = bases.data(m).unwrap();
+    let mut v = Vec::new();
+    d.read_to_end(&mut v).unwrap();
+    d.finish(m).unwrap();
+    assert_eq!(v.len(), 8192);
+
+    // File 2's first stored block is all 0x02: flip one bit of it in place.
+    let mut raw = fs::read(&base).unwrap();
+    let pos = raw.windows(4096).position(|w| w.iter().all(|&b| b == 2)).unwrap();
+    raw[pos + 5] ^= 1;
+    fs::write(&base, raw).unwrap();
+    let mut d = bases.data(m).unwrap();
+    v.clear();
+    d.read_to_end(&mut v).unwrap();
+    let e = d.finish(m).unwrap_err();
+    assert!(e.to_string().contains("no longer matches CRYPTIMG.datacrc"), "{e}");
+    assert_eq!(libimage::exit::for_error(&e), libimage::exit::CORRUPT);
+}
