@@ -9,7 +9,7 @@
 
 use std::io::Read;
 
-use super::{Attrs, Body, Node, Writer, READ_CHUNK};
+use super::{Attrs, Body, Node, Writer, READ_CHUNK, WRITE_BATCH};
 use crate::extent::{Extent, MAX_LEN};
 use crate::inode::{S_IFMT, S_IFREG};
 use crate::{Error, Result, BLOCK_SIZE, BLOCK_SIZE_U64};
@@ -43,12 +43,14 @@ impl Writer {
         let mut extents: Vec<Extent> = Vec::new();
         let mut nblocks = 0u64;
         let mut next = 0u64;
-        // Up to RAW_CHUNK bytes of a run per read, into the writer's reused
-        // buffer (small enough to stay in cache until put_block copies it).
+        // Up to RAW_CHUNK bytes of a run per read: straight into the write
+        // batch when the chunk's blocks are allocated contiguously after it
+        // (the usual case), else into the writer's reused buffer first.
         let mut b = std::mem::take(&mut self.buf);
         if b.len() < READ_CHUNK {
             b.resize(READ_CHUNK, 0);
         }
+        let mut pblks: Vec<u64> = Vec::with_capacity(RAW_CHUNK / BLOCK_SIZE);
         let r = (|| {
             for &(first, count) in runs {
                 let end = first.checked_add(count).filter(|&e| first >= next && e <= max && count > 0);
@@ -61,11 +63,20 @@ impl Writer {
                 let mut at = first;
                 while at < end {
                     let n = (end - at).min((RAW_CHUNK / BLOCK_SIZE) as u64) as usize;
-                    data.read_exact(&mut b[..n * BLOCK_SIZE])
-                        .map_err(|e| Error::io(format!("reading ciphertext blocks {at}..{}", at + n as u64), e))?;
-                    for (i, blk) in b[..n * BLOCK_SIZE].chunks_exact(BLOCK_SIZE).enumerate() {
-                        let pblk = self.alloc.one("file data")?;
-                        self.put_block(pblk, blk)?;
+                    let what = || format!("reading ciphertext blocks {at}..{}", at + n as u64);
+                    pblks.clear();
+                    for _ in 0..n {
+                        pblks.push(self.alloc.one("file data")?);
+                    }
+                    if pblks.windows(2).all(|w| w[1] == w[0] + 1) {
+                        self.read_into_batch(pblks[0], n * BLOCK_SIZE, data, what)?;
+                    } else {
+                        data.read_exact(&mut b[..n * BLOCK_SIZE]).map_err(|e| Error::io(what(), e))?;
+                        for (blk, &pblk) in b[..n * BLOCK_SIZE].chunks_exact(BLOCK_SIZE).zip(&pblks) {
+                            self.put_block(pblk, blk)?;
+                        }
+                    }
+                    for (i, &pblk) in pblks.iter().enumerate() {
                         nblocks += 1;
                         let lblk = (at + i as u64) as u32;
                         match extents.last_mut() {
@@ -97,5 +108,24 @@ impl Writer {
         self.stats.files += 1;
         self.stats.bytes += size;
         Ok(ino)
+    }
+
+    /// Reads `len` bytes (whole blocks) for blocks `pblk..` straight into the
+    /// write batch (as `put_block` would copy them there).
+    fn read_into_batch(&mut self, pblk: u64, len: usize, data: &mut dyn Read, what: impl FnOnce() -> String) -> Result<()> {
+        let next = self.pending_start + (self.pending.len() / BLOCK_SIZE) as u64;
+        if !self.pending.is_empty() && (pblk != next || self.pending.len() + len > WRITE_BATCH) {
+            self.flush()?;
+        }
+        if self.pending.is_empty() {
+            self.pending_start = pblk;
+        }
+        let at = self.pending.len();
+        self.pending.resize(at + len, 0);
+        if let Err(e) = data.read_exact(&mut self.pending[at..]) {
+            self.pending.truncate(at);
+            return Err(Error::io(what(), e));
+        }
+        Ok(())
     }
 }
