@@ -12,6 +12,7 @@
 #   backup-crypt create/restore of a kernel-made encrypted ext4 image
 #                                        vs  tar -cf / tar -xf; fsck-crypt check
 #                                            of it vs e2fsck -fn                    (issue 10; root, loop)
+#   restore --base of an incremental archive of it (nothing changed) vs tar -xf   (issue 10, for scale)
 # Environment:
 #   BENCH_CORPUS_DIR  the tree (default /work/corpus/linux-6.1; created if missing)
 #   BENCH_DIR         tmpfs scratch (default: a new dir under /dev/shm, removed at exit)
@@ -168,8 +169,15 @@ PY
     pair "backup-crypt restore (ext4)" "rm -f kr.img" "'$BACKUP' restore kb.tar kr.img --quiet" \
       "tar -xf" "rm -rf px; mkdir px" "tar -xf p.tar -C px"
     e2fsck -fn kr.img >/dev/null && echo "  restored image: e2fsck -fn clean"
+    # Incremental: nothing changed, so every file's data is read from the base
+    # (which restore first reads and verifies in full). No target; for scale.
+    "$BACKUP" create k.ext4 -o ki.tar --since kb.tar --quiet
+    echo "  incremental archive: $(($(stat -c %s ki.tar) >> 20)) MiB (full: $(($(stat -c %s kb.tar) >> 20)) MiB)"
+    pair "restore --base (ext4 incr)" "rm -f kr.img" "'$BACKUP' restore ki.tar kr.img --base kb.tar --quiet" \
+      "tar -xf" "rm -rf px; mkdir px" "tar -xf p.tar -C px"
+    e2fsck -fn kr.img >/dev/null && echo "  restored image (incremental): e2fsck -fn clean"
     pair "fsck-crypt check (ext4)" ":" "'$FSCK' check k.ext4 --no-progress" "e2fsck -fn" ":" "e2fsck -fn k.ext4"
-    rm -rf k.ext4 kb.tar kr.img p.tar px mnt raw.key
+    rm -rf k.ext4 kb.tar ki.tar kr.img p.tar px mnt raw.key
   fi
 fi
 echo "load at end: $(cut -d' ' -f1-3 /proc/loadavg)"

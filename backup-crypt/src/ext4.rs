@@ -5,11 +5,12 @@
 use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
-use cryptimg_cli::exit;
+use cryptimg_cli::{exit, Bar};
 use libimage::engine::atomic::AtomicFile;
 use libimage::engine::image::Keyring;
 use libimage::ops::ext4::archive::sniff;
 use libimage::ops::ext4::{backup, list, reader, restore};
+use libimage::progress::syncing;
 
 const TOOL: &str = "backup-crypt";
 
@@ -35,7 +36,7 @@ pub fn peek(mut r: Box<dyn Read>) -> anyhow::Result<(bool, Box<dyn Read>)> {
     Ok((is, Box::new(Cursor::new(head).chain(r))))
 }
 
-pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, json: bool) -> anyhow::Result<i32> {
+pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, json: bool, bar: &Bar) -> anyhow::Result<i32> {
     let mut prev = match &since {
         Some(p) => Some(std::fs::File::open(p).map_err(|e| libimage::Error::io(format!("opening {}", p.display()), e))?),
         None => None,
@@ -44,15 +45,15 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, 
     let to_stdout = output.as_os_str() == "-";
     let rep = if to_stdout {
         let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        backup::create(image, &mut out, since_r)?
+        backup::create(image, &mut out, since_r, bar)?
     } else {
         let (tmp, f) = AtomicFile::new(output)?;
         let mut bw = std::io::BufWriter::with_capacity(1 << 20, f);
-        let rep = backup::create(image, &mut bw, since_r)?;
+        let rep = backup::create(image, &mut bw, since_r, bar)?;
         let f = bw
             .into_inner()
             .map_err(|e| libimage::Error::io("writing the archive", e.into_error()))?;
-        f.sync_all().map_err(|e| libimage::Error::io("syncing the archive", e))?;
+        syncing(bar, || f.sync_all()).map_err(|e| libimage::Error::io("syncing the archive", e))?;
         tmp.persist(true)?;
         rep
     };
@@ -74,16 +75,24 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, 
     Ok(exit::OK)
 }
 
-pub fn restore(mut input: Box<dyn Read>, image: &Path, size: Option<u64>, quiet: bool, json: bool) -> anyhow::Result<i32> {
-    let rep = restore::restore(&mut input, image, &restore::Ext4RestoreOptions { size, force: false })?;
+pub fn restore(
+    mut input: Box<dyn Read>,
+    image: &Path,
+    opts: &restore::Ext4RestoreOptions,
+    quiet: bool,
+    json: bool,
+    bar: &Bar,
+) -> anyhow::Result<i32> {
+    let rep = restore::restore(&mut input, image, opts, bar)?;
     if json {
         cryptimg_cli::json::print(TOOL, "restore", &rep)?;
     } else if !quiet {
         println!(
-            "restored an ext4 backup into new image {}: {} members, {} files, {} ciphertext blocks",
+            "restored an ext4 backup into new image {}: {} members, {} files ({} with their ciphertext from the base backups), {} ciphertext blocks",
             image.display(),
             rep.members,
             rep.files,
+            rep.base_files,
             rep.blocks
         );
     }
@@ -130,9 +139,10 @@ pub fn list(mut input: Box<dyn Read>, keys: &Keyring, json: bool) -> anyhow::Res
     Ok(exit::OK)
 }
 
-/// `verify`: every checksum, without any image.
-pub fn verify(mut input: Box<dyn Read>, json: bool) -> anyhow::Result<i32> {
-    let r = list::verify_archive(&mut input)?;
+/// `verify`: every checksum, without any image; with `bases`, that the
+/// chain holds every unchanged file's ciphertext.
+pub fn verify(mut input: Box<dyn Read>, bases: &[PathBuf], json: bool) -> anyhow::Result<i32> {
+    let r = list::verify_archive(&mut input, bases)?;
     if json {
         cryptimg_cli::json::print(TOOL, "verify", &r)?;
         return Ok(exit::OK);
@@ -144,5 +154,18 @@ pub fn verify(mut input: Box<dyn Read>, json: bool) -> anyhow::Result<i32> {
         r.ciphertext_bytes,
         if r.keys_needed.is_empty() { "none".to_string() } else { r.keys_needed.join(", ") }
     );
+    if let Some(b) = r.manifest.as_ref().and_then(|m| m.base_backup_id.as_ref()) {
+        if bases.is_empty() {
+            println!(
+                "note: incremental on {b}: the ciphertext of {} unchanged files lives in the base backups and was not checked (pass --base for the whole chain)",
+                r.unchanged_files
+            );
+        } else {
+            println!(
+                "incremental on {b}: the ciphertext of all {} unchanged files was found in the base backups given",
+                r.unchanged_found
+            );
+        }
+    }
     Ok(exit::OK)
 }

@@ -56,7 +56,7 @@ fn create(c: CreateCmd) -> anyhow::Result<i32> {
         anyhow::bail!("{} already exists; pass --force to replace it", output.display());
     }
     if ext4::is_ext4_image(&image) {
-        return ext4::create(&image, &output, since, quiet, json);
+        return ext4::create(&image, &output, since, quiet, json, &out.bar());
     }
     let bar = out.bar();
     let opts = BackupOptions { snapshot, since };
@@ -108,16 +108,23 @@ fn restore(
     out: OutputArgs,
 ) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
-    if is_ext4 {
-        return ext4::restore(r, &image, size, out.quiet, out.json);
-    }
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
+    // The progress total: the length of an archive file (not of a pipe).
     let archive_bytes = (input.as_os_str() != "-")
         .then(|| std::fs::metadata(&input).ok())
         .flatten()
         .filter(|m| m.is_file())
         .map(|m| m.len());
+    if is_ext4 {
+        let opts = libimage::ops::ext4::restore::Ext4RestoreOptions {
+            size,
+            force: false,
+            bases,
+            archive_bytes,
+        };
+        return ext4::restore(r, &image, &opts, quiet, json, &bar);
+    }
     let opts = RestoreOptions {
         snapshot,
         bases,
@@ -185,7 +192,7 @@ fn list(input: PathBuf, json: bool, key_file: Vec<PathBuf>, style: Option<Quotin
 fn verify(input: PathBuf, bases: Vec<PathBuf>, json: bool) -> anyhow::Result<i32> {
     let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
     if is_ext4 {
-        return ext4::verify(r, json);
+        return ext4::verify(r, &bases, json);
     }
     let rep = backup::verify_backup(&mut r, &bases)
         .map_err(|e| cryptimg_cli::archive_error(e, "name every base backup of the chain with --base"))?;

@@ -119,29 +119,161 @@ fn kernel_ext4_backup_restore_round_trip() {
     assert_eq!(fs::read(m.join("plain.txt")).unwrap(), b"not encrypted");
     m.unmount().unwrap();
 
-    // Incremental: change one encrypted file on the source; a backup --since
-    // the first stores only that file's ciphertext.
+    // Without the key, the restored image shows the source's no-key names,
+    // also in the indexed 20,000-entry directory (whose names carry the
+    // dirhash: same seed, same hash version and signedness).
+    // (Directory sizes differ: the kernel and the writer pack blocks differently.)
+    let names = |v: Vec<(String, u64)>| v.into_iter().map(|e| e.0).collect::<Vec<_>>();
+    assert_eq!(names(nokey_ls(&img, "enc")), names(nokey_ls(&restored, "enc")));
+    let big = nokey_ls(&img, "enc")
+        .into_iter()
+        .find(|(_, size)| *size > 100_000)
+        .expect("the big directory");
+    let src_names = nokey_ls(&img, &format!("enc/{}", big.0));
+    assert_eq!(src_names.len(), 20_000);
+    assert_eq!(
+        src_names,
+        nokey_ls(&restored, &format!("enc/{}", big.0)),
+        "no-key names in the indexed directory differ"
+    );
+
+    // Incremental: the kernel changes one encrypted file in place, adds one
+    // and deletes one; a backup --since the first stores only the changed
+    // and the new file's ciphertext.
     let mut m = LoopMount::new(&img, false).unwrap();
     m.add_key(&raw).unwrap();
     fs::write(m.join("enc/big/entry-00007"), b"changed").unwrap();
+    fs::write(m.join("enc/tree/added-file"), vec![7u8; 50_000]).unwrap();
+    fs::remove_file(m.join("enc/big/entry-00009")).unwrap();
     m.unmount().unwrap();
     let inc = t.path().join("inc.tar");
+    let text = create_since(&img, &inc, &archive);
+    let enc_files = a.len();
+    assert!(
+        text.contains(&format!("{enc_files} encrypted files ({} unchanged since the base)", enc_files - 2)),
+        "{text}"
+    );
+    assert!(fs::metadata(&inc).unwrap().len() < fs::metadata(&archive).unwrap().len() / 2);
+    let full_id = backup_id(&bc(&["verify".as_ref(), archive.as_os_str()]));
+
+    // verify alone checks the archive and says what lives in the base;
+    // with --base it also finds every unchanged file's ciphertext there.
+    let out = bc(&["verify".as_ref(), inc.as_os_str()]);
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains("not checked (pass --base"), "{out:?}");
+    let out = bc(&["verify".as_ref(), inc.as_os_str(), "--base".as_ref(), archive.as_os_str()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("all {} unchanged files", enc_files - 2)));
+
+    // restore without its base: exit 8 naming the base backup id; nothing left.
+    let r2 = t.path().join("restored2.img");
+    let out = bc(&["restore".as_ref(), inc.as_os_str(), r2.as_os_str()]);
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("base backup {full_id}, which was not given")),
+        "{out:?}"
+    );
+    assert!(!r2.exists());
     let out = bc(&[
+        "restore".as_ref(),
+        inc.as_os_str(),
+        r2.as_os_str(),
+        "--base".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "restore --base: {out:?}");
+    assert_restored(&img, &r2, &raw);
+
+    // A chain: a second incremental on the first, restored with both bases.
+    let mut m = LoopMount::new(&img, false).unwrap();
+    m.add_key(&raw).unwrap();
+    fs::write(m.join("enc/big/entry-00100"), b"changed again").unwrap();
+    m.unmount().unwrap();
+    let inc2 = t.path().join("inc2.tar");
+    let text = create_since(&img, &inc2, &inc);
+    assert!(text.contains(&format!("({} unchanged since the base)", enc_files - 1)), "{text}");
+    let inc_id = backup_id(&bc(&["verify".as_ref(), inc.as_os_str()]));
+    let r3 = t.path().join("restored3.img");
+    let out = bc(&[
+        "restore".as_ref(),
+        inc2.as_os_str(),
+        r3.as_os_str(),
+        "--base".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert_eq!(out.status.code(), Some(8), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(&format!("base backup {inc_id}, which was not given")),
+        "{out:?}"
+    );
+    let out = bc(&[
+        "restore".as_ref(),
+        inc2.as_os_str(),
+        r3.as_os_str(),
+        "--base".as_ref(),
+        inc.as_os_str(),
+        "--base".as_ref(),
+        archive.as_os_str(),
+    ]);
+    assert!(out.status.success(), "restore of a chain: {out:?}");
+    assert_restored(&img, &r3, &raw);
+    let _ = fs::Permissions::from_mode(0o600);
+}
+
+/// (name, size) of the entries of `dir` as `fsck-crypt ls IMAGE DIR` prints
+/// them without a key (no-key names inside encrypted directories), sorted.
+fn nokey_ls(img: &Path, dir: &str) -> Vec<(String, u64)> {
+    let fsys = libimage::ops::ext4::reader::open(img).unwrap();
+    let keys = libimage::engine::image::Keyring::new(Vec::new());
+    let mut v: Vec<(String, u64)> = libimage::ops::ext4::list::ls(&fsys, dir, &keys)
+        .unwrap()
+        .into_iter()
+        .map(|e| (String::from_utf8(e.name).unwrap(), e.size))
+        .collect();
+    v.sort();
+    v
+}
+
+/// `backup-crypt create IMG -o OUT --since PREV`; its stdout.
+fn create_since(img: &Path, out: &Path, prev: &Path) -> String {
+    let o = bc(&[
         "create".as_ref(),
         img.as_os_str(),
         "-o".as_ref(),
-        inc.as_os_str(),
+        out.as_os_str(),
         "--since".as_ref(),
-        archive.as_os_str(),
+        prev.as_os_str(),
     ]);
-    assert!(out.status.success(), "create --since: {}", String::from_utf8_lossy(&out.stderr));
-    let text = String::from_utf8_lossy(&out.stdout).to_string();
-    let enc_files = a.len();
-    assert!(
-        text.contains(&format!("{enc_files} encrypted files ({} unchanged since the base)", enc_files - 1)),
-        "{text}"
-    );
-    assert!(bc(&["verify".as_ref(), inc.as_os_str()]).status.success());
-    assert!(fs::metadata(&inc).unwrap().len() < fs::metadata(&archive).unwrap().len() / 2);
-    let _ = fs::Permissions::from_mode(0o600);
+    assert!(o.status.success(), "create --since: {}", String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// The backup id in `verify`'s "ok: ext4 backup ID: ..." line.
+fn backup_id(o: &Output) -> String {
+    let s = String::from_utf8_lossy(&o.stdout);
+    s.split("ext4 backup ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .unwrap()
+        .to_string()
+}
+
+/// The restored image is e2fsck-clean, its encrypted files (ciphertext,
+/// contexts, names, sizes) are byte-identical to the source's, and mounted
+/// with the key its tree equals the source's.
+fn assert_restored(src_img: &Path, restored: &Path, raw: &[u8]) {
+    kernel::e2fsck_fn(restored).unwrap();
+    let (a, b) = (ciphertexts(src_img), ciphertexts(restored));
+    assert_eq!(a.len(), b.len());
+    for (k, v) in &a {
+        assert!(b.get(k) == Some(v), "ciphertext of {} differs", String::from_utf8_lossy(k));
+    }
+    let mut ms = LoopMount::new(src_img, true).unwrap();
+    ms.add_key(raw).unwrap();
+    let mut mr = LoopMount::new(restored, true).unwrap();
+    mr.add_key(raw).unwrap();
+    testkit::tree_equal(&ms.join("enc"), &mr.join("enc")).unwrap();
+    assert_eq!(fs::read(mr.join("plain.txt")).unwrap(), b"not encrypted");
+    mr.unmount().unwrap();
+    ms.unmount().unwrap();
 }

@@ -243,3 +243,39 @@ fn holes_the_source_knows_are_skipped_not_read() {
     assert_eq!(st.bytes, size);
     e2fsck(&img);
 }
+
+/// `Writer::set_dir_hash`: indexed directories hashed with each hash
+/// version and signedness (names with high-bit bytes, where signed and
+/// unsigned differ) pass e2fsck, which rehashes every entry with the
+/// superblock's version and flags; an unknown version is refused.
+#[test]
+fn every_dir_hash_flavour_passes_e2fsck() {
+    if !have_e2fsck() {
+        return;
+    }
+    for (version, signed) in [(0u8, true), (0, false), (1, true), (1, false), (2, true), (2, false)] {
+        let dir = tempfile::tempdir().unwrap();
+        let img = dir.path().join("t.img");
+        let mut w = Writer::new(File::create(&img).unwrap(), opts(20_000, false)).unwrap();
+        w.set_dir_hash(version, signed).unwrap();
+        let d = w.mkdir(ROOT_INO, b"big", attrs(0o755), None).unwrap();
+        for i in 0..1500u32 {
+            let name = format!("entry-\u{e9}\u{fc}-{i:05}");
+            w.special(d, name.as_bytes(), attrs(S_IFIFO | 0o644)).unwrap();
+        }
+        w.finish().unwrap();
+        e2fsck(&img);
+        let raw = std::fs::read(&img).unwrap();
+        let sb = ext4fs::superblock::Superblock::from_bytes(&raw[1024..2048]).unwrap();
+        assert_eq!(sb.def_hash_version, version);
+        let want = if signed {
+            ext4fs::superblock::FLAGS_SIGNED_HASH
+        } else {
+            ext4fs::superblock::FLAGS_UNSIGNED_HASH
+        };
+        assert_eq!(sb.flags & 3, want);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let mut w = Writer::new(File::create(dir.path().join("t.img")).unwrap(), opts(20_000, false)).unwrap();
+    assert!(w.set_dir_hash(3, false).is_err());
+}

@@ -120,7 +120,7 @@ fn run(path: &Path, key: Option<&Path>) -> String {
 /// any, is dropped).
 fn extra_run(p: &Path) {
     let mut out = Vec::new();
-    let _ = ext4::backup::create(p, &mut out, None);
+    let _ = ext4::backup::create(p, &mut out, None, &libimage::progress::Quiet);
 }
 
 #[test]

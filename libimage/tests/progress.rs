@@ -250,7 +250,7 @@ fn lifecycle_commits_are_a_sync_phase() {
 /// `extract` (to a directory and as a tar stream): a total of the
 /// selection's file bytes, reached by the advances.
 #[test]
-fn ext4_create_and_extract_report_totals() {
+fn ext4_create_extract_backup_restore_report_progress() {
     use libimage::ops::ext4::{self, create_ext4, Ext4Options, Ext4Source};
     let t = tempfile::tempdir().unwrap();
     let tree = t.path().join("tree");
@@ -275,4 +275,21 @@ fn ext4_create_and_extract_report_totals() {
     ext4::extract::extract_tar(&fs4, &keys, &[b"data/d0".to_vec()], Vec::new(), &rec).unwrap();
     let p = rec.totalled("extract");
     assert_eq!(p.total, Some(dir_bytes(&tree.join("d0"))), "{p:?}");
+
+    // backup: no total (known only after the walk), but the bytes stored;
+    // restore from a file: the archive's length, then the sync.
+    let rec = Recorder::default();
+    let mut archive = Vec::new();
+    let rep = ext4::backup::create(&img, &mut archive, None, &rec).unwrap();
+    let p = rec.phases().into_iter().find(|p| p.name == "backup").unwrap();
+    assert_eq!(p.bytes, rep.ciphertext_bytes + rep.plain_bytes, "{p:?}");
+    assert_eq!(p.files, rep.members, "{p:?}");
+    let rec = Recorder::default();
+    let opts = ext4::restore::Ext4RestoreOptions {
+        archive_bytes: Some(archive.len() as u64),
+        ..Default::default()
+    };
+    ext4::restore::restore(&mut archive.as_slice(), &t.path().join("r.img"), &opts, &rec).unwrap();
+    assert_eq!(rec.totalled("restore").total, Some(archive.len() as u64));
+    assert!(rec.has_sync(), "ext4 restore: no {SYNC:?} phase: {:?}", rec.phases());
 }

@@ -45,9 +45,11 @@ impl Writer {
                     let mut blocks = dir::build_blocks(&all, seed);
                     if blocks.len() > 1 && ino != FIRST_INO {
                         // More than one block: hash-indexed, as the kernel
-                        // makes it (unsigned half_md4, see the superblock).
+                        // makes it (the superblock's hash, default unsigned
+                        // half_md4; Writer::set_dir_hash).
                         let seed16 = self.opts.hash_seed;
-                        blocks = htree::build(entries, ino, *parent, htree::DX_HASH_HALF_MD4, &seed16, false, seed)?.blocks;
+                        let (version, signed) = self.dir_hash;
+                        blocks = htree::build(entries, ino, *parent, version, &seed16, signed, seed)?.blocks;
                         ex.3 |= INDEX_FL;
                     }
                     if ino == FIRST_INO {
@@ -342,14 +344,14 @@ impl Writer {
             volume_name: [0; 16],
             journal_inum: if journal { JOURNAL_INO } else { 0 },
             hash_seed: self.opts.hash_seed,
-            def_hash_version: HASH_HALF_MD4,
+            def_hash_version: self.dir_hash.0,
             jnl_backup_type: if journal { JNL_BACKUP_BLOCKS } else { 0 },
             desc_size: DESC_SIZE as u16,
             mkfs_time: now,
             jnl_blocks,
             min_extra_isize: EXTRA_ISIZE,
             want_extra_isize: EXTRA_ISIZE,
-            flags: FLAGS_UNSIGNED_HASH,
+            flags: if self.dir_hash.1 { FLAGS_SIGNED_HASH } else { FLAGS_UNSIGNED_HASH },
             log_groups_per_flex: 4,
             checksum_type: CHECKSUM_CRC32C,
             encrypt_algos: [0; 4],

@@ -124,6 +124,9 @@ pub struct Writer {
     /// Every file the one-thread way (tests compare the two ways).
     serial: bool,
     stats: Stats,
+    /// Directory hash of indexed directories: (`s_def_hash_version`,
+    /// signed); [`Writer::set_dir_hash`].
+    dir_hash: (u8, bool),
 }
 
 fn dir_attrs(mode: u16, now: i64) -> Attrs {
@@ -138,6 +141,21 @@ fn dir_attrs(mode: u16, now: i64) -> Attrs {
 }
 
 impl Writer {
+    /// Hashes indexed directories with `version` (0 legacy, 1 half_md4,
+    /// 2 tea: the superblock's `s_def_hash_version`) and signed or unsigned
+    /// characters (`s_flags`) instead of the default unsigned half_md4, so a
+    /// restored filesystem's directory hashes (and the no-key names Linux
+    /// derives from them) are the source's.
+    pub fn set_dir_hash(&mut self, version: u8, signed: bool) -> Result<()> {
+        if version > crate::htree::DX_HASH_TEA {
+            return Err(Error::Invalid(format!(
+                "directory hash version {version} is not supported (0 legacy, 1 half_md4, 2 tea)"
+            )));
+        }
+        self.dir_hash = (version, signed);
+        Ok(())
+    }
+
     /// Plans the filesystem on `file` (which should be empty; it is extended
     /// to the filesystem size by [`Writer::finish`]) and creates the root
     /// directory, lost+found and the reserved inodes.
@@ -156,6 +174,7 @@ impl Writer {
             chunks: Vec::new(),
             serial: false,
             stats: Stats::default(),
+            dir_hash: (crate::htree::DX_HASH_HALF_MD4, false),
             opts,
         };
         for _ in 1..FIRST_INO {

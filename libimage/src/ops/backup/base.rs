@@ -15,6 +15,35 @@ use crate::error::{Error, Result};
 use crate::BLOCK_SIZE;
 use fscrypt::context::EXTENT_CTX_LEN;
 
+/// Opens a base backup, which must be a regular file: its stored data is
+/// read back by offset. Shared with the ext4 bases (`ops::ext4::base`).
+pub(crate) fn open_base(path: &Path) -> Result<File> {
+    let f = File::open(path).map_err(|e| Error::io(format!("opening base backup {}", path.display()), e))?;
+    let md = f.metadata().map_err(|e| Error::io(format!("stat of {}", path.display()), e))?;
+    if !md.is_file() {
+        return Err(Error::Invalid(format!(
+            "base backup {} is not a regular file (bases are read back by offset)",
+            path.display()
+        )));
+    }
+    Ok(f)
+}
+
+/// Names the base backup in an error found while reading it.
+pub(crate) fn in_base(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Corrupt { kind, mut at } => {
+            at.what = format!("base backup {}: {}", path.display(), at.what);
+            Error::Corrupt { kind, at }
+        }
+        e => e,
+    }
+}
+
+pub(crate) fn given_twice(path: &Path, id: &str) -> Error {
+    Error::Invalid(format!("base backup {} was given twice (backup id {id})", path.display()))
+}
+
 /// Where some blocks of an extent are stored in a base archive.
 #[derive(Clone, Copy, Debug)]
 struct Piece {
@@ -89,29 +118,12 @@ impl BaseIndex {
     }
 
     fn add(&mut self, path: &Path) -> Result<()> {
-        let f = File::open(path).map_err(|e| Error::io(format!("opening base backup {}", path.display()), e))?;
-        let md = f.metadata().map_err(|e| Error::io(format!("stat of {}", path.display()), e))?;
-        if !md.is_file() {
-            return Err(Error::Invalid(format!(
-                "base backup {} is not a regular file (bases are read back by offset)",
-                path.display()
-            )));
-        }
+        let f = open_base(path)?;
         let reader = f.try_clone().map_err(|e| Error::io(format!("opening {}", path.display()), e))?;
         let file = self.files.len();
-        let report = scan(BufReader::with_capacity(1 << 20, reader), &mut IndexSink { idx: self, file }).map_err(|e| match e {
-            Error::Corrupt { kind, mut at } => {
-                at.what = format!("base backup {}: {}", path.display(), at.what);
-                Error::Corrupt { kind, at }
-            }
-            e => e,
-        })?;
+        let report = scan(BufReader::with_capacity(1 << 20, reader), &mut IndexSink { idx: self, file }).map_err(|e| in_base(path, e))?;
         if self.manifests.iter().any(|m| m.backup_id == report.manifest.backup_id) {
-            return Err(Error::Invalid(format!(
-                "base backup {} was given twice (backup id {})",
-                path.display(),
-                report.manifest.backup_id
-            )));
+            return Err(given_twice(path, &report.manifest.backup_id));
         }
         self.files.push((path.to_path_buf(), f));
         self.manifests.push(report.manifest);

@@ -435,15 +435,14 @@ impl<R: Read> PaxReader<R> {
                 Some(offset),
             ));
         }
-        // Read in bounded steps so a lying size cannot force a big allocation.
+        // Read in bounded steps so a lying size cannot force a big allocation
+        // (and only the bytes about to be read are zeroed first).
         let mut pax = Vec::new();
-        let mut left = x.size as usize;
-        let mut chunk = [0u8; 64 * 1024];
-        while left > 0 {
-            let n = left.min(chunk.len());
-            self.fill(&mut chunk[..n], "a pax extended header")?;
-            pax.extend_from_slice(&chunk[..n]);
-            left -= n;
+        let size = x.size as usize;
+        while pax.len() < size {
+            let at = pax.len();
+            pax.resize(size.min(at + 64 * 1024), 0);
+            self.fill(&mut pax[at..], "a pax extended header")?;
         }
         self.skip_padding(x.size, "pax extended header padding")?;
         let hoff = self.pos;

@@ -39,6 +39,9 @@ pub const K_ARCHIVE_CRC: &str = "CRYPTIMG.archive_crc32c";
 /// the one pass over the image.
 pub const K_KEYS: &str = "CRYPTIMG.keys_needed";
 
+/// Input buffer of [`read_archive`].
+const READ_BUFFER: usize = 1 << 20;
+
 /// Largest member data this reader accepts in one piece of a run (and the
 /// largest file size, as ext4 allows: 2^32 blocks).
 pub const MAX_BLOCKS: u64 = 1 << 32;
@@ -138,6 +141,15 @@ pub struct Member {
     pub unchanged: bool,
     /// Archive offset of the member (for messages).
     pub offset: u64,
+    /// Archive offset of the member's data (where a base backup's stored
+    /// ciphertext is read back from, docs/BACKUP.md §11.4).
+    pub data_offset: u64,
+    /// This member's number among the tree members (the root is 0).
+    pub index: usize,
+    /// [`Member::index`] of the parent directory (0 for the root itself).
+    pub parent: usize,
+    /// [`Member::index`] of a hard link's target.
+    pub link_index: usize,
 }
 
 /// Receives members and their data while [`read_archive`] streams.
@@ -200,11 +212,21 @@ pub fn parse_runs(v: &[u8], max_blocks: u64) -> Option<Vec<(u64, u64)>> {
 /// Reads and validates a whole ext4 backup archive, streaming members to `sink`.
 /// Returns the number of tree members and the key ids the trailer lists.
 pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u64, Vec<String>)> {
-    let mut r = PaxReader::new(input);
+    // Headers are read 512 bytes at a time and ciphertext a block at a time:
+    // one large buffer instead of a read(2) each.
+    let mut r = PaxReader::new(std::io::BufReader::with_capacity(READ_BUFFER, input));
     let mut members = 0u64;
     let mut first = true;
-    // Path → kind of every tree member so far.
-    let mut seen: std::collections::HashMap<Vec<u8>, Kind> = std::collections::HashMap::new();
+    // The manifest names a base backup: CRYPTIMG.unchanged is allowed.
+    let mut incremental = false;
+    // Path → (kind, index) of every tree member so far. Paths come from the
+    // archive, so the map keeps std's keyed hasher.
+    let mut seen: std::collections::HashMap<Vec<u8>, (Kind, usize)> = std::collections::HashMap::new();
+    // The directory members of the last parent lookup (their path and
+    // index): consecutive members of one directory skip the map.
+    let mut last_parent: (Vec<u8>, usize) = (Vec::new(), usize::MAX);
+    // Drains what a sink did not read (allocated the first time it is needed).
+    let mut scratch: Vec<u8> = Vec::new();
     loop {
         let Some(raw) = r.next_member()? else {
             return Err(corrupt("no trailer member (truncated archive)".into(), r.pos()));
@@ -242,7 +264,9 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
             if crc::combine(rec_crc, c, buf.len() as u64) != want_crc {
                 return Err(corrupt("manifest checksum mismatch".into(), off));
             }
-            sink.manifest(&Ext4Manifest::parse(&buf)?)?;
+            let manifest = Ext4Manifest::parse(&buf)?;
+            incremental = manifest.base_backup_id.is_some();
+            sink.manifest(&manifest)?;
             first = false;
             continue;
         }
@@ -279,11 +303,10 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
             }
             return Ok((members, keys));
         }
-        let m = member(&raw.ustar, size, rest, path, off)?;
+        let mut m = member(&raw.ustar, size, rest, path, off)?;
+        m.data_offset = raw.data_offset;
         let shown = || String::from_utf8_lossy(&m.path).into_owned();
-        if seen.contains_key(&m.path) {
-            return Err(corrupt(format!("path {:?} appears twice", shown()), off));
-        }
+        m.index = members as usize;
         if m.path == b"./" {
             if m.kind != Kind::Dir {
                 return Err(corrupt("the root member is not a directory".into(), off));
@@ -291,20 +314,36 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
         } else {
             let trimmed = m.path.strip_suffix(b"/").unwrap_or(&m.path);
             let cut = trimmed.iter().rposition(|&b| b == b'/').unwrap_or(0);
-            if seen.get(&trimmed[..=cut]) != Some(&Kind::Dir) {
-                return Err(corrupt(format!("{}: the parent is not an earlier directory member", shown()), off));
-            }
+            let parent_path = &trimmed[..=cut];
+            m.parent = if last_parent.0 == parent_path {
+                last_parent.1
+            } else {
+                match seen.get(parent_path) {
+                    Some(&(Kind::Dir, i)) => {
+                        last_parent = (parent_path.to_vec(), i);
+                        i
+                    }
+                    _ => return Err(corrupt(format!("{}: the parent is not an earlier directory member", shown()), off)),
+                }
+            };
             if (m.kind == Kind::Dir) != m.path.ends_with(b"/") {
                 return Err(corrupt(format!("{}: only directory paths end in '/'", shown()), off));
             }
         }
-        if m.kind == Kind::HardLink && !matches!(seen.get(&m.link), Some(Kind::File | Kind::Symlink | Kind::Special)) {
-            return Err(corrupt(
-                format!("{}: hard link target is not an earlier non-directory member", shown()),
-                off,
-            ));
+        if m.kind == Kind::HardLink {
+            m.link_index = match seen.get(&m.link) {
+                Some(&(Kind::File | Kind::Symlink | Kind::Special, i)) => i,
+                _ => {
+                    return Err(corrupt(
+                        format!("{}: hard link target is not an earlier non-directory member", shown()),
+                        off,
+                    ))
+                }
+            };
         }
-        seen.insert(m.path.clone(), m.kind);
+        if seen.insert(m.path.clone(), (m.kind, m.index)).is_some() {
+            return Err(corrupt(format!("path {:?} appears twice", shown()), off));
+        }
         let expect = match m.kind {
             Kind::File if m.context.is_some() && !m.unchanged => m.runs.iter().map(|r| r.1).sum::<u64>() * 4096,
             Kind::File if m.context.is_none() => m.size,
@@ -313,27 +352,36 @@ pub fn read_archive(input: &mut dyn Read, sink: &mut dyn Ext4Sink) -> Result<(u6
         if size != expect {
             return Err(corrupt(format!("data of {size} bytes, the records imply {expect}"), off));
         }
+        if m.unchanged && !incremental {
+            return Err(corrupt(
+                format!(
+                    "{}: CRYPTIMG.unchanged in a full backup (the manifest names no base backup)",
+                    shown()
+                ),
+                off,
+            ));
+        }
         r.start_data(size);
-        let mut left = size;
-        let mut crc = rec_crc;
+        let left = std::cell::Cell::new(size);
         let mut data_crc = 0u32;
         let mut feed = |buf: &mut [u8]| -> Result<usize> {
-            let n = (buf.len() as u64).min(left) as usize;
+            let n = (buf.len() as u64).min(left.get()) as usize;
             if n == 0 {
                 return Ok(0);
             }
             let c = r.data(&mut buf[..n])?;
-            crc = crc::combine(crc, c, n as u64);
             data_crc = crc::combine(data_crc, c, n as u64);
-            left -= n as u64;
+            left.set(left.get() - n as u64);
             Ok(n)
         };
         sink.member(&m, &mut feed)?;
         // Drain what the sink did not read.
-        let mut scratch = vec![0u8; 64 << 10];
+        if left.get() > 0 && scratch.is_empty() {
+            scratch = vec![0u8; 64 << 10];
+        }
         while feed(&mut scratch)? > 0 {}
         r.end_data()?;
-        if crc != want_crc {
+        if crc::combine(rec_crc, data_crc, size) != want_crc {
             return Err(corrupt("member checksum mismatch (CRYPTIMG.crc32c)".into(), off));
         }
         if let (Some(dc), false, Some(_)) = (m.datacrc, m.unchanged, m.context) {
@@ -376,6 +424,10 @@ fn member(
         datacrc: None,
         unchanged: false,
         offset: off,
+        data_offset: 0,
+        index: 0,
+        parent: 0,
+        link_index: 0,
     };
     m.uid = u32::try_from(u.uid).map_err(|_| bad("uid"))?;
     m.gid = u32::try_from(u.gid).map_err(|_| bad("gid"))?;

@@ -23,6 +23,7 @@ use super::reader::{map_err, parse_context, Ctx};
 use crate::error::{Error, Result};
 use crate::ops::backup::format::{new_backup_id, MANIFEST_NAME, TRAILER_NAME};
 use crate::ops::backup::pax::{octal_max, push_record, PaxWriter, Ustar};
+use crate::progress::Progress;
 
 /// Files up to this size are read once (buffered); larger ones twice
 /// (once for the checksum that precedes the data, once to write it).
@@ -40,11 +41,16 @@ pub struct Ext4BackupReport {
     pub archive_bytes: u64,
 }
 
-/// (context, datacrc) of the encrypted files of a previous backup, by path.
+/// The encrypted files of a previous backup: (context, datacrc, size) →
+/// block runs. The nonce in the context is unique per inode, so the key
+/// names one file's one version wherever it lives in the tree.
 struct Prev {
     id: String,
-    files: HashMap<Vec<u8>, ([u8; 40], u32)>,
+    files: HashMap<PrevKey, Vec<(u64, u64)>>,
 }
+
+/// (context, datacrc, size).
+type PrevKey = ([u8; 40], u32, u64);
 
 impl Ext4Sink for Prev {
     fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
@@ -53,15 +59,16 @@ impl Ext4Sink for Prev {
     }
     fn member(&mut self, m: &Member, _data: &mut dyn FnMut(&mut [u8]) -> Result<usize>) -> Result<()> {
         if let (Kind::File, Some(c), Some(d)) = (m.kind, m.context, m.datacrc) {
-            self.files.insert(m.path.clone(), (c, d));
+            self.files.entry((c, d, m.size)).or_insert_with(|| m.runs.clone());
         }
         Ok(())
     }
 }
 
 /// Backs up the ext4 image at `image` to `out`; with `since`, files whose
-/// context and ciphertext equal the previous backup's are not stored.
-pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -> Result<Ext4BackupReport> {
+/// context, size, block runs and ciphertext crc32c equal a file of the
+/// previous backup are not stored (docs/BACKUP.md §11.3).
+pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, progress: &dyn Progress) -> Result<Ext4BackupReport> {
     let fs = super::reader::open(image)?;
     let prev = match since {
         Some(r) => {
@@ -121,6 +128,8 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
     // One buffer for the data of every file up to BUFFER_LIMIT.
     let mut kept: Vec<u8> = Vec::new();
     let prev_files = prev.map(|p| p.files);
+    // No total: the bytes to store are known only once the tree is walked.
+    progress.start("backup", None);
     walk::<Error>(
         &fs,
         &mut |e| {
@@ -166,6 +175,7 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                     w.begin(&hdr, recs, 0)?;
                     w.end_data()?;
                     rep.members += 1;
+                    progress.advance(1, 0);
                     return Ok(Visit::Skip);
                 }
                 if i.uid as u64 > octal_max(8) {
@@ -247,13 +257,14 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                                 Ok(())
                             })?;
                         }
+                        let file_runs = runs(&map);
                         let unchanged = match (&ctx, &prev_files) {
-                            (Some(c), Some(pf)) => pf.get(&path).is_some_and(|(pc, pd)| pc == c && *pd == crc),
+                            (Some(c), Some(pf)) => pf.get(&(*c, crc, i.size)).is_some_and(|r| *r == file_runs),
                             _ => false,
                         };
                         if ctx.is_some() {
                             push_record(&mut recs, K_SIZE.as_bytes(), i.size.to_string().as_bytes());
-                            push_record(&mut recs, K_BLOCKS.as_bytes(), runs(&map).as_bytes());
+                            push_record(&mut recs, K_BLOCKS.as_bytes(), fmt_runs(&file_runs).as_bytes());
                             push_record(&mut recs, K_DATACRC.as_bytes(), format!("{crc:08x}").as_bytes());
                             rep.encrypted_files += 1;
                         }
@@ -279,6 +290,7 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                             } else {
                                 rep.ciphertext_bytes += data_len;
                             }
+                            progress.advance(0, data_len);
                         }
                         first_path.insert(e.ino, path);
                     }
@@ -301,11 +313,13 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>) -
                     }
                 }
                 rep.members += 1;
+                progress.advance(1, 0);
                 Ok(Visit::Descend)
             })()
         },
         &mut |_, _, _| Ok(()),
     )?;
+    progress.finish();
     let crc_before = w.crc;
     let mut recs = Vec::new();
     push_record(&mut recs, b"path", TRAILER_NAME.as_bytes());
@@ -351,8 +365,8 @@ fn context_of(fs: &Fs, ino: u32, i: &Inode) -> Result<Option<[u8; 40]>> {
     }
 }
 
-/// `L+N,...` of the written extents, adjacent ones merged.
-fn runs(map: &FileMap) -> String {
+/// (first, count) runs of the written extents, adjacent ones merged.
+fn runs(map: &FileMap) -> Vec<(u64, u64)> {
     let mut v: Vec<(u64, u64)> = Vec::new();
     for e in map.extents.iter().filter(|e| !e.unwritten) {
         match v.last_mut() {
@@ -360,7 +374,12 @@ fn runs(map: &FileMap) -> String {
             _ => v.push((u64::from(e.lblk), u64::from(e.len))),
         }
     }
-    v.iter().map(|(l, n)| format!("{l}+{n}")).collect::<Vec<_>>().join(",")
+    v
+}
+
+/// `L+N,...` (the `CRYPTIMG.blocks` value).
+fn fmt_runs(runs: &[(u64, u64)]) -> String {
+    runs.iter().map(|(l, n)| format!("{l}+{n}")).collect::<Vec<_>>().join(",")
 }
 
 /// Streams a file's member data: ciphertext blocks (`plain` None), or the

@@ -36,13 +36,22 @@ struct Maker {
     members: u64,
 }
 
+const FULL_ID: &str = "00112233445566778899aabbccddeeff";
+const BASE_ID: &str = "ba5eba5eba5eba5eba5eba5eba5eba5e";
+const MID_ID: &str = "1dc0ffee1dc0ffee1dc0ffee1dc0ffee";
+const TOP_ID: &str = "70b070b070b070b070b070b070b070b0";
+
 impl Maker {
     fn new(version: u32) -> Maker {
+        Maker::with_ids(version, FULL_ID, None)
+    }
+
+    fn with_ids(version: u32, id: &str, base: Option<&str>) -> Maker {
         let m = Ext4Manifest {
             format: FORMAT.into(),
             version,
-            backup_id: "00112233445566778899aabbccddeeff".into(),
-            base_backup_id: None,
+            backup_id: id.into(),
+            base_backup_id: base.map(String::from),
             created: 1_700_000_000,
             image_uuid: "0123456789abcdef0123456789abcdef".into(),
             hash_seed: "fedcba9876543210fedcba9876543210".into(),
@@ -161,9 +170,147 @@ fn with_file(f: impl FnOnce(&mut Recs, &mut Vec<u8>)) -> Vec<u8> {
     m.finish(None, &hex::encode(KEY).into_bytes())
 }
 
-/// (file, expected `verify` error substring or OK, expected `restore`
-/// error substring or OK, bytes) of every case.
-pub fn cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
+/// One case of the corpus: a line of `expected.tsv`.
+pub struct Case {
+    /// The archive's file name (several cases may share one file).
+    pub file: &'static str,
+    /// Expected `verify` error substring, or `OK`.
+    pub verify: &'static str,
+    /// Expected `restore` error substring, or `OK`.
+    pub restore: &'static str,
+    /// Files of this corpus given as `--base`, in order.
+    pub bases: &'static [&'static str],
+    pub bytes: Vec<u8>,
+}
+
+/// Every case; see [`Case`].
+pub fn cases() -> Vec<Case> {
+    let mut out: Vec<Case> = plain_cases()
+        .into_iter()
+        .map(|(file, verify, restore, bytes)| Case {
+            file,
+            verify,
+            restore,
+            bases: &[],
+            bytes,
+        })
+        .collect();
+    out.extend(incremental_cases());
+    out
+}
+
+/// Records of the encrypted file `n` (as [`enc_file`]) with other data, or
+/// unchanged (no data).
+fn file_member(m: &mut Maker, n: u8, data: Option<&[u8]>, edit: impl FnOnce(&mut Recs)) {
+    let (nk, mut recs, _) = enc_file(n);
+    let data = match data {
+        Some(d) => {
+            set(&mut recs, K_DATACRC, format!("{:08x}", crc32c::crc32c(d)).as_bytes());
+            d.to_vec()
+        }
+        None => {
+            recs.push(kv(K_UNCHANGED, b"1"));
+            Vec::new()
+        }
+    };
+    edit(&mut recs);
+    m.member(&format!("./enc/{nk}"), b'0', 0o100600, recs, &data);
+}
+
+/// Incremental archives (§11.3) and their bases: a chain full → mid → top,
+/// and unchanged members the bases do not hold.
+fn incremental_cases() -> Vec<Case> {
+    let key = hex::encode(KEY).into_bytes();
+    let (_, _, data2) = enc_file(2);
+    let (_, _, data6) = enc_file(6);
+    let mut changed6 = vec![0x66u8; 4096];
+    changed6.extend(vec![0x99u8; 4096]);
+    let mut out = Vec::new();
+    let mut case = |file, verify, restore, bases, bytes| {
+        out.push(Case {
+            file,
+            verify,
+            restore,
+            bases,
+            bytes,
+        })
+    };
+
+    // The full base stores files 2 and 6.
+    let mut m = Maker::with_ids(1, BASE_ID, None);
+    enc_dir(&mut m);
+    file_member(&mut m, 2, Some(&data2), |_| {});
+    file_member(&mut m, 6, Some(&data6), |_| {});
+    case("incr-base.tar", "OK", "OK", &[], m.finish(None, &key));
+
+    // mid: file 2 unchanged, file 6 rewritten in place (same context).
+    let mut m = Maker::with_ids(1, MID_ID, Some(BASE_ID));
+    enc_dir(&mut m);
+    file_member(&mut m, 2, None, |_| {});
+    file_member(&mut m, 6, Some(&changed6), |_| {});
+    let mid = m.finish(None, &key);
+    case("incr-mid.tar", "OK", "OK", &["incr-base.tar"], mid.clone());
+    case(
+        "incr-mid.tar",
+        "OK",
+        "base backup ba5eba5eba5eba5eba5eba5eba5eba5e, which was not given",
+        &[],
+        mid,
+    );
+
+    // top: both unchanged; file 2's data is two bases back.
+    let mut m = Maker::with_ids(1, TOP_ID, Some(MID_ID));
+    enc_dir(&mut m);
+    file_member(&mut m, 2, None, |_| {});
+    file_member(&mut m, 6, None, |r| {
+        set(r, K_DATACRC, format!("{:08x}", crc32c::crc32c(&changed6)).as_bytes())
+    });
+    let top = m.finish(None, &key);
+    case("incr-top.tar", "OK", "OK", &["incr-mid.tar", "incr-base.tar"], top.clone());
+    case(
+        "incr-top.tar",
+        "base backup ba5eba5eba5eba5eba5eba5eba5eba5e, which was not given",
+        "base backup ba5eba5eba5eba5eba5eba5eba5eba5e, which was not given",
+        &["incr-mid.tar"],
+        top.clone(),
+    );
+    case(
+        "incr-top.tar",
+        "base backup 1dc0ffee1dc0ffee1dc0ffee1dc0ffee, which was not given",
+        "base backup 1dc0ffee1dc0ffee1dc0ffee1dc0ffee, which was not given",
+        &["incr-base.tar"],
+        top,
+    );
+
+    // Unchanged members no base stores.
+    let mut unstored = |file, edit: &dyn Fn(&mut Recs)| {
+        let mut m = Maker::with_ids(1, MID_ID, Some(BASE_ID));
+        enc_dir(&mut m);
+        file_member(&mut m, 2, None, edit);
+        let b = m.finish(None, &key);
+        case(file, "none of the base backups", "none of the base backups", &["incr-base.tar"], b);
+    };
+    unstored("incr-unstored-context.tar", &|r| set(r, K_CONTEXT, hex::encode(ctx(9)).as_bytes()));
+    unstored("incr-wrong-datacrc.tar", &|r| set(r, K_DATACRC, b"deadbeef"));
+    unstored("incr-wrong-runs.tar", &|r| set(r, K_BLOCKS, b"0+2"));
+    unstored("incr-wrong-size.tar", &|r| set(r, K_SIZE, b"12001"));
+
+    // A full backup cannot have unchanged members.
+    let mut m = Maker::new(1);
+    enc_dir(&mut m);
+    file_member(&mut m, 2, None, |_| {});
+    case(
+        "unchanged-in-full.tar",
+        "CRYPTIMG.unchanged in a full backup",
+        "CRYPTIMG.unchanged in a full backup",
+        &[],
+        m.finish(None, &key),
+    );
+    out
+}
+
+/// The cases that need no base: (file, verify, restore, bytes).
+fn plain_cases() -> Vec<(&'static str, &'static str, &'static str, Vec<u8>)> {
     let mut out = Vec::new();
     let key = hex::encode(KEY).into_bytes();
 

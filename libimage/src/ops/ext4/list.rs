@@ -19,8 +19,10 @@ use fscrypt::NameCipher;
 use serde::Serialize;
 
 use std::io::Read;
+use std::path::PathBuf;
 
 use super::archive::{read_archive, Ext4Manifest, Ext4Sink, Kind, Member};
+use super::base::Ext4Bases;
 use super::reader::{map_err, parse_context, Ctx};
 use crate::engine::image::Keyring;
 use crate::error::{Error, Result};
@@ -241,8 +243,11 @@ pub struct ArchiveVerifyReport {
     pub specials: u64,
     /// Files with an fscrypt context.
     pub encrypted_files: u64,
-    /// Encrypted files whose data lives in the base backup.
+    /// Encrypted files whose data lives in a base backup (`CRYPTIMG.unchanged`).
     pub unchanged_files: u64,
+    /// How many of them were found stored in the given bases (all of them
+    /// when bases were given; 0 without `--base`).
+    pub unchanged_found: u64,
     /// Ciphertext bytes stored (blocks of encrypted files).
     pub ciphertext_bytes: u64,
     /// Plaintext bytes stored (files outside encrypted directories).
@@ -277,16 +282,20 @@ fn stored(m: &Member) -> u64 {
     }
 }
 
-/// Collects the manifest, and per member its entry (list) and counts (verify).
-#[derive(Default)]
-struct Collect {
+/// Collects the manifest, and per member its entry (list) and counts
+/// (verify); with bases, checks that they hold every unchanged file.
+struct Collect<'a> {
     list: bool,
+    bases: Option<&'a Ext4Bases>,
     entries: Vec<ArchiveEntry>,
     rep: ArchiveVerifyReport,
 }
 
-impl Ext4Sink for Collect {
+impl Ext4Sink for Collect<'_> {
     fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
+        if let Some(b) = self.bases.filter(|_| m.base_backup_id.is_some()) {
+            b.check_chain(m)?;
+        }
         self.rep.manifest = Some(m.clone());
         Ok(())
     }
@@ -303,6 +312,10 @@ impl Ext4Sink for Collect {
         let enc_file = m.kind == Kind::File && m.context.is_some();
         r.encrypted_files += u64::from(enc_file);
         r.unchanged_files += u64::from(enc_file && m.unchanged);
+        if let Some(b) = self.bases.filter(|_| enc_file && m.unchanged) {
+            b.check(m)?;
+            r.unchanged_found += 1;
+        }
         if enc_file {
             r.ciphertext_bytes += stored(m);
         } else {
@@ -354,10 +367,12 @@ impl Read for Counting<'_> {
     }
 }
 
-fn scan(input: &mut dyn Read, list: bool) -> Result<Collect> {
+fn scan<'a>(input: &mut dyn Read, list: bool, bases: Option<&'a Ext4Bases>) -> Result<Collect<'a>> {
     let mut c = Collect {
         list,
-        ..Default::default()
+        bases,
+        entries: Vec::new(),
+        rep: ArchiveVerifyReport::default(),
     };
     let mut counting = Counting { inner: input, n: 0 };
     let (members, keys) = read_archive(&mut counting, &mut c)?;
@@ -369,7 +384,7 @@ fn scan(input: &mut dyn Read, list: bool) -> Result<Collect> {
 
 /// `backup-crypt list` of an ext4 archive (validated as `verify` does).
 pub fn list_archive(input: &mut dyn Read) -> Result<ArchiveListing> {
-    let c = scan(input, true)?;
+    let c = scan(input, true, None)?;
     Ok(ArchiveListing {
         manifest: c.rep.manifest,
         members: c.entries,
@@ -377,7 +392,12 @@ pub fn list_archive(input: &mut dyn Read) -> Result<ArchiveListing> {
     })
 }
 
-/// `backup-crypt verify` of an ext4 archive.
-pub fn verify_archive(input: &mut dyn Read) -> Result<ArchiveVerifyReport> {
-    Ok(scan(input, false)?.rep)
+/// `backup-crypt verify` of an ext4 archive: the strict reader over the
+/// whole archive; with `bases` (an incremental archive), also that the
+/// chain of bases is complete and stores the data of every unchanged file
+/// (docs/BACKUP.md §11.3).
+pub fn verify_archive(input: &mut dyn Read, bases: &[PathBuf]) -> Result<ArchiveVerifyReport> {
+    let bases = Ext4Bases::load(bases)?;
+    let given = (!bases.is_empty()).then_some(&bases);
+    Ok(scan(input, false, given)?.rep)
 }

@@ -14,6 +14,7 @@ mod size;
 
 pub mod archive;
 pub mod backup;
+pub mod base;
 pub mod check;
 pub mod extract;
 #[doc(hidden)]

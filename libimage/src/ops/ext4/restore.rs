@@ -4,9 +4,8 @@
 //! blocks, through [`ext4fs::writer::Writer::file_raw`]. The image is
 //! written to a temporary file and renamed into place when complete.
 
-use std::collections::HashMap;
 use std::io::Read;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use ext4fs::inode::Time;
 use ext4fs::writer::{Attrs, Options, Writer};
@@ -14,9 +13,11 @@ use ext4fs::xattr::Xattr;
 use ext4fs::ROOT_INO;
 
 use super::archive::{read_archive, Ext4Manifest, Ext4Sink, Kind, Member};
+use super::base::Ext4Bases;
 use crate::engine::atomic::AtomicFile;
 use crate::error::{Error, Result};
 use crate::ops::backup::format::parse_hex_exact;
+use crate::progress::{syncing, Progress, ReadProgress};
 
 /// Options of [`restore`].
 #[derive(Clone, Debug, Default)]
@@ -25,6 +26,10 @@ pub struct Ext4RestoreOptions {
     pub size: Option<u64>,
     /// Replace an existing IMAGE.
     pub force: bool,
+    /// Base backups of an incremental archive: the whole chain (§11.4).
+    pub bases: Vec<PathBuf>,
+    /// The archive's length when known (a file, not a pipe): the progress total.
+    pub archive_bytes: Option<u64>,
 }
 
 /// What a restore wrote.
@@ -33,6 +38,8 @@ pub struct Ext4RestoreReport {
     pub members: u64,
     pub files: u64,
     pub blocks: u64,
+    /// Files whose ciphertext came from a base backup.
+    pub base_files: u64,
 }
 
 fn werr(e: ext4fs::Error) -> Error {
@@ -45,10 +52,11 @@ fn werr(e: ext4fs::Error) -> Error {
 struct Restorer<'a> {
     dest: &'a Path,
     opts: &'a Ext4RestoreOptions,
+    bases: &'a Ext4Bases,
     tmp: Option<AtomicFile>,
     w: Option<Writer>,
-    /// Archive path → inode (directories with their trailing '/').
-    inos: HashMap<Vec<u8>, u32>,
+    /// Inode of each tree member, by [`Member::index`].
+    inos: Vec<u32>,
     rep: Ext4RestoreReport,
 }
 
@@ -72,6 +80,8 @@ fn attrs(m: &Member) -> Result<Attrs> {
 
 impl Ext4Sink for Restorer<'_> {
     fn manifest(&mut self, m: &Ext4Manifest) -> Result<()> {
+        // Before anything is written: every base of the chain was given.
+        self.bases.check_chain(m)?;
         let size = self.opts.size.unwrap_or(m.blocks_count.saturating_mul(4096));
         if !size.is_multiple_of(4096) || size == 0 {
             return Err(Error::Invalid(format!("--size {size} is not a positive multiple of 4096")));
@@ -90,7 +100,11 @@ impl Ext4Sink for Restorer<'_> {
             hash_seed: seed,
             now: m.created,
         };
-        self.w = Some(Writer::new(file, opts).map_err(werr)?);
+        let mut w = Writer::new(file, opts).map_err(werr)?;
+        // Indexed directories hash as on the source, so the no-key names
+        // Linux derives from the hashes are the source's (§11.4).
+        w.set_dir_hash(m.hash_version, !m.unsigned_hash).map_err(werr)?;
+        self.w = Some(w);
         self.tmp = Some(tmp);
         Ok(())
     }
@@ -101,21 +115,23 @@ impl Ext4Sink for Restorer<'_> {
         };
         let bad = |why: &str| Error::Invalid(format!("{}: {why}", String::from_utf8_lossy(&m.path)));
         self.rep.members += 1;
+        if self.inos.len() != m.index {
+            return Err(Error::Internal("ext4 restore: members out of order"));
+        }
         if m.path == b"./" {
             if m.context.is_some() {
                 return Err(bad("an encrypted root directory cannot be restored"));
             }
             w.set_attrs(ROOT_INO, attrs(m)?).map_err(werr)?;
-            self.inos.insert(m.path.clone(), ROOT_INO);
+            self.inos.push(ROOT_INO);
             return Ok(());
         }
         let trimmed = m.path.strip_suffix(b"/").unwrap_or(&m.path);
         let cut = trimmed.iter().rposition(|&b| b == b'/').ok_or_else(|| bad("no parent"))?;
-        let parent_path = &trimmed[..=cut];
         let last = &trimmed[cut + 1..];
         let parent = *self
             .inos
-            .get(parent_path)
+            .get(m.parent)
             .ok_or_else(|| bad("its parent directory is not an earlier member"))?;
         let name: Vec<u8> = m.name_ct.clone().unwrap_or_else(|| last.to_vec());
         if name.is_empty() || name.len() > 255 {
@@ -127,21 +143,24 @@ impl Ext4Sink for Restorer<'_> {
                 if parent == ROOT_INO && name == b"lost+found" {
                     if let Some(i) = w.lookup(ROOT_INO, &name).map_err(werr)? {
                         w.set_attrs(i, a).map_err(werr)?;
-                        self.inos.insert(m.path.clone(), i);
+                        self.inos.push(i);
                         return Ok(());
                     }
                 }
                 w.mkdir(parent, &name, a, m.context).map_err(werr)?
             }
             Kind::File => {
-                if m.unchanged {
-                    return Err(bad(
-                        "data is in the base backup (restoring incremental ext4 backups is not supported yet)",
-                    ));
-                }
                 self.rep.files += 1;
                 let mut rd = FnReader(data);
                 match m.context {
+                    Some(c) if m.unchanged => {
+                        self.rep.blocks += m.runs.iter().map(|r| r.1).sum::<u64>();
+                        self.rep.base_files += 1;
+                        let mut rd = self.bases.data(m)?;
+                        let ino = w.file_raw(parent, &name, a, Some(c), m.size, &m.runs, &mut rd).map_err(werr)?;
+                        rd.finish(m)?;
+                        ino
+                    }
                     Some(c) => {
                         self.rep.blocks += m.runs.iter().map(|r| r.1).sum::<u64>();
                         w.file_raw(parent, &name, a, Some(c), m.size, &m.runs, &mut rd).map_err(werr)?
@@ -159,13 +178,13 @@ impl Ext4Sink for Restorer<'_> {
                 w.symlink(parent, &name, a, m.context, &blob).map_err(werr)?
             }
             Kind::HardLink => {
-                let target = *self.inos.get(&m.link).ok_or_else(|| bad("hard link to an unknown member"))?;
+                let target = *self.inos.get(m.link_index).ok_or_else(|| bad("hard link to an unknown member"))?;
                 w.link(parent, &name, target).map_err(werr)?;
                 target
             }
             Kind::Special => w.special(parent, &name, a).map_err(werr)?,
         };
-        self.inos.insert(m.path.clone(), ino);
+        self.inos.push(ino);
         Ok(())
     }
 }
@@ -179,24 +198,30 @@ impl Read for FnReader<'_> {
     }
 }
 
-/// Restores the ext4 backup read from `input` as a new ext4 image `dest`.
-pub fn restore(input: &mut dyn Read, dest: &Path, opts: &Ext4RestoreOptions) -> Result<Ext4RestoreReport> {
+/// Restores the ext4 backup read from `input` as a new ext4 image `dest`;
+/// the data of `CRYPTIMG.unchanged` members comes from `opts.bases`.
+pub fn restore(input: &mut dyn Read, dest: &Path, opts: &Ext4RestoreOptions, progress: &dyn Progress) -> Result<Ext4RestoreReport> {
     if dest.exists() && !opts.force {
         return Err(Error::Invalid(format!("{} exists (give --force to replace it)", dest.display())));
     }
+    let bases = Ext4Bases::load(&opts.bases)?;
     let mut r = Restorer {
         dest,
         opts,
+        bases: &bases,
         tmp: None,
         w: None,
-        inos: HashMap::new(),
+        inos: Vec::new(),
         rep: Ext4RestoreReport::default(),
     };
-    read_archive(input, &mut r)?;
+    progress.start("restore", opts.archive_bytes);
+    read_archive(&mut ReadProgress::new(input, progress), &mut r)?;
     let (Some(w), Some(tmp)) = (r.w.take(), r.tmp.take()) else {
         return Err(Error::Invalid("the archive has no manifest".into()));
     };
     w.finish().map_err(werr)?;
+    progress.finish();
+    syncing(progress, || tmp.sync())?;
     tmp.persist(opts.force)?;
     Ok(r.rep)
 }
