@@ -6,11 +6,9 @@ use std::io::{Cursor, Read, Write};
 use std::path::{Path, PathBuf};
 
 use cryptimg_cli::{exit, Bar};
-use libimage::engine::atomic::AtomicFile;
 use libimage::engine::image::Keyring;
 use libimage::ops::ext4::archive::sniff;
 use libimage::ops::ext4::{backup, list, reader, restore};
-use libimage::progress::syncing;
 
 const TOOL: &str = "backup-crypt";
 
@@ -43,20 +41,7 @@ pub fn create(image: &Path, output: &Path, since: Option<PathBuf>, quiet: bool, 
     };
     let since_r: Option<&mut dyn Read> = prev.as_mut().map(|f| f as &mut dyn Read);
     let to_stdout = output.as_os_str() == "-";
-    let rep = if to_stdout {
-        let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        backup::create(image, &mut out, since_r, bar)?
-    } else {
-        let (tmp, f) = AtomicFile::new(output)?;
-        let mut bw = std::io::BufWriter::with_capacity(1 << 20, f);
-        let rep = backup::create(image, &mut bw, since_r, bar)?;
-        let f = bw
-            .into_inner()
-            .map_err(|e| libimage::Error::io("writing the archive", e.into_error()))?;
-        syncing(bar, || f.sync_all()).map_err(|e| libimage::Error::io("syncing the archive", e))?;
-        tmp.persist(true)?;
-        rep
-    };
+    let rep = crate::write_archive(output, bar, |w| backup::create(image, w, since_r, bar))?;
     if !quiet || json {
         let text = if json {
             cryptimg_cli::json::to_string(TOOL, "create", &rep)?

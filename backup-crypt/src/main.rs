@@ -10,8 +10,9 @@ use std::path::PathBuf;
 
 use cryptimg_cli::human::bytes as hb;
 use cryptimg_cli::quote::QuotingStyle;
-use cryptimg_cli::{exit, load_keys, main_with, parse_args, OutputArgs};
+use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
+use libimage::engine::bgwrite::BgWriter;
 use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 
 /// Each binary (not the shared `cli` library) picks the allocator: mimalloc,
@@ -27,6 +28,37 @@ fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
     }
     let f = std::fs::File::open(p).map_err(|e| libimage::Error::io(format!("opening {}", p.display()), e))?;
     Ok(Box::new(f))
+}
+
+/// Writes an archive made by `make` to standard output (`-`) or to
+/// `output`, under a temporary name renamed into place once it is synced (a
+/// failed backup leaves no file; the sync is a named progress phase). The
+/// bytes go out on a writer thread ([`BgWriter`]), so reading the image and
+/// writing the archive overlap.
+pub(crate) fn write_archive<T>(
+    output: &std::path::Path,
+    bar: &Bar,
+    make: impl FnOnce(&mut dyn Write) -> libimage::Result<T>,
+) -> anyhow::Result<T> {
+    use std::os::fd::AsFd;
+    let io = |what: &'static str| move |e| libimage::Error::io(what, e);
+    if output.as_os_str() == "-" {
+        let fd = std::io::stdout()
+            .as_fd()
+            .try_clone_to_owned()
+            .map_err(io("opening standard output"))?;
+        let mut w = BgWriter::new(std::fs::File::from(fd)).map_err(io("starting the archive writer"))?;
+        let r = make(&mut w)?;
+        w.finish().map_err(io("writing the archive"))?;
+        return Ok(r);
+    }
+    let (tmp, f) = AtomicFile::new(output)?;
+    let mut w = BgWriter::new(f).map_err(io("starting the archive writer"))?;
+    let r = make(&mut w)?;
+    let f = w.finish().map_err(io("writing the archive"))?;
+    libimage::progress::syncing(bar, || f.sync_all()).map_err(io("syncing the archive"))?;
+    tmp.persist(true)?;
+    Ok(r)
 }
 
 /// What `create` was asked to do.
@@ -60,17 +92,7 @@ fn create(c: CreateCmd) -> anyhow::Result<i32> {
     }
     let bar = out.bar();
     let opts = BackupOptions { snapshot, since };
-    let report = if to_stdout {
-        let mut out = std::io::stdout().lock();
-        backup::create_backup(&image, &mut out, &opts, &bar)?
-    } else {
-        // Written under a temporary name and renamed: a failed backup leaves no file.
-        let (tmp, mut f) = AtomicFile::new(&output)?;
-        let report = backup::create_backup(&image, &mut f, &opts, &bar)?;
-        libimage::progress::syncing(&bar, || f.sync_all()).map_err(|e| libimage::Error::io("syncing the archive", e))?;
-        tmp.persist(true)?;
-        report
-    };
+    let report = write_archive(&output, &bar, |w| backup::create_backup(&image, w, &opts, &bar))?;
     let text = if json {
         cryptimg_cli::json::to_string(TOOL, "create", &report)?
     } else {

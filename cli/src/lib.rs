@@ -380,6 +380,10 @@ impl Progress for Bar {
         }
     }
     fn advance(&self, files: u64, bytes: u64) {
+        if !self.show {
+            // Called per file and per data piece: not even the lock.
+            return;
+        }
         if let Some(b) = &*self.current() {
             b.inc(bytes);
             if files > 0 {

@@ -4,6 +4,7 @@
 
 pub mod alloc;
 pub mod atomic;
+pub mod bgwrite;
 pub mod crc;
 pub mod image;
 pub mod keyfile;

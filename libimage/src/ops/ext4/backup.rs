@@ -127,6 +127,8 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, p
     let mut first_path: HashMap<u32, Vec<u8>> = HashMap::new();
     // One buffer for the data of every file up to BUFFER_LIMIT.
     let mut kept: Vec<u8> = Vec::new();
+    // Encrypted files' blocks up to BUFFER_LIMIT: grown, never shrunk nor zeroed again.
+    let mut spare: Vec<u8> = Vec::new();
     let prev_files = prev.map(|p| p.files);
     // No total: the bytes to store are known only once the tree is walked.
     progress.start("backup", None);
@@ -235,19 +237,26 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, p
                         let keep = data_len <= BUFFER_LIMIT;
                         let mut crc = 0u32;
                         kept.clear();
+                        // The kept data is `spare[..n]` when this is `Some(n)`, else `kept`.
+                        let mut in_spare = None;
                         if keep && plain.is_none() {
-                            // Ciphertext blocks read straight into place, one read per extent.
-                            kept.resize(data_len as usize, 0);
+                            // Ciphertext blocks read straight into place, one read per
+                            // extent, into `spare` (grown, never zeroed again per file).
+                            let n = data_len as usize;
+                            if spare.len() < n {
+                                spare.resize(n, 0);
+                            }
                             let mut at = 0usize;
                             for x in map.extents.iter().filter(|x| !x.unwritten) {
                                 let n = x.len as usize * 4096;
-                                let dst = kept
+                                let dst = spare
                                     .get_mut(at..at + n)
                                     .ok_or_else(|| Error::Invalid("internal: extent sizes".into()))?;
                                 fs.read_blocks(x.pblk, dst).map_err(map_err)?;
                                 at += n;
                             }
-                            crc = crc32c::crc32c(&kept);
+                            in_spare = Some(n);
+                            crc = crc32c::crc32c(&spare[..n]);
                         } else {
                             pieces(&fs, &map, plain, &mut |b| {
                                 crc = crc32c::crc32c_append(crc, b);
@@ -280,7 +289,7 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, p
                             }
                             w.begin(&hdr, recs, crc)?;
                             if keep {
-                                w.data(&kept, crc)?;
+                                w.data(in_spare.map_or(&kept[..], |n| &spare[..n]), crc)?;
                             } else {
                                 pieces(&fs, &map, plain, &mut |b| w.data(b, crc32c::crc32c(b)))?;
                             }
