@@ -18,7 +18,7 @@ pub fn is_ext4_image(p: &Path) -> bool {
 
 /// Reads the first bytes of `r`: whether it is an ext4 backup, and a reader
 /// that still yields every byte.
-pub fn peek(mut r: Box<dyn Read>) -> anyhow::Result<(bool, Box<dyn Read>)> {
+pub fn peek(mut r: Box<dyn Read + Send>) -> anyhow::Result<(bool, Box<dyn Read + Send>)> {
     let mut head = vec![0u8; 4096];
     let mut n = 0;
     while n < head.len() {

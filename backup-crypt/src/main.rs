@@ -12,7 +12,7 @@ use cryptimg_cli::human::bytes as hb;
 use cryptimg_cli::quote::QuotingStyle;
 use cryptimg_cli::{exit, load_keys, main_with, parse_args, Bar, OutputArgs};
 use libimage::engine::atomic::AtomicFile;
-use libimage::engine::bgwrite::BgWriter;
+use libimage::engine::bgio::{BgReader, BgWriter};
 use libimage::ops::backup::{self, BackupOptions, RestoreOptions};
 
 /// Each binary (not the shared `cli` library) picks the allocator: mimalloc,
@@ -22,9 +22,9 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 const TOOL: &str = "backup-crypt";
 
-fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read>> {
+fn open_input(p: &PathBuf) -> anyhow::Result<Box<dyn Read + Send>> {
     if p.as_os_str() == "-" {
-        return Ok(Box::new(std::io::stdin().lock()));
+        return Ok(Box::new(std::io::stdin()));
     }
     let f = std::fs::File::open(p).map_err(|e| libimage::Error::io(format!("opening {}", p.display()), e))?;
     Ok(Box::new(f))
@@ -129,7 +129,10 @@ fn restore(
     size: Option<u64>,
     out: OutputArgs,
 ) -> anyhow::Result<i32> {
-    let (is_ext4, mut r) = ext4::peek(open_input(&input)?)?;
+    let (is_ext4, r) = ext4::peek(open_input(&input)?)?;
+    // Read ahead on a second thread: reading the archive overlaps parsing
+    // it and writing the image.
+    let mut r: Box<dyn Read> = Box::new(BgReader::new(r).map_err(|e| libimage::Error::io("starting the archive reader", e))?);
     let OutputArgs { quiet, json, .. } = out;
     let bar = out.bar();
     // The progress total: the length of an archive file (not of a pipe).

@@ -4,7 +4,7 @@
 
 pub mod alloc;
 pub mod atomic;
-pub mod bgwrite;
+pub mod bgio;
 pub mod crc;
 pub mod image;
 pub mod keyfile;
