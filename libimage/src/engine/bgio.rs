@@ -133,7 +133,7 @@ impl<W: Write + Send + 'static> Drop for BgWriter<W> {
     }
 }
 
-/// A [`Read`] whose bytes a reader thread owning `R` reads ahead, a
+/// A [`Read`] whose bytes a reader thread owning `R` reads ahead, up to a
 /// [`CHUNK`] at a time. A read error is returned where it occurred in the
 /// stream (after every byte before it).
 pub struct BgReader {
@@ -162,36 +162,26 @@ impl BgReader {
             // Stops when the consumer is gone (its ends of the channels dropped).
             while let Ok(mut buf) = empty_rx.recv() {
                 buf.resize(CHUNK, 0);
-                let mut n = 0;
+                // One read per chunk: a pipe delivers what it has (a writer
+                // may stall half-way), a file a whole chunk.
                 let r = loop {
-                    match input.read(&mut buf[n..]) {
-                        Ok(0) => break Ok(()),
-                        Ok(k) => {
-                            n += k;
-                            if n == CHUNK {
-                                break Ok(());
-                            }
-                        }
+                    match input.read(&mut buf) {
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                        Err(e) => break Err(e),
+                        r => break r,
                     }
                 };
-                buf.truncate(n);
-                let end = n == 0;
-                if n > 0 && filled_tx.send(Ok(buf)).is_err() {
-                    return;
-                }
                 match r {
+                    Ok(n) => {
+                        // An empty chunk is the end of the stream.
+                        buf.truncate(n);
+                        if filled_tx.send(Ok(buf)).is_err() || n == 0 {
+                            return;
+                        }
+                    }
                     Err(e) => {
                         let _ = filled_tx.send(Err(e));
                         return;
                     }
-                    Ok(()) if end || n < CHUNK => {
-                        // End of stream: an empty chunk says so.
-                        let _ = filled_tx.send(Ok(Vec::new()));
-                        return;
-                    }
-                    Ok(()) => {}
                 }
             }
         })?;
