@@ -117,50 +117,31 @@ pub fn check(image: &Path, key_file: &[PathBuf], data: bool, json: bool, repair:
 }
 
 const PATH_HINT: &str = "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them";
+const PATH_DEST_HINT: &str =
+    "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them; DEST must be new or an empty directory";
 
-/// `extract IMAGE DEST [PATH]...`: to a directory, or a pax stream when DEST is `-`.
-pub fn extract(image: &Path, dest: &Path, paths: &[Vec<u8>], key_file: &[PathBuf], no_progress: bool, json: bool) -> anyhow::Result<i32> {
-    let to_tar = dest.as_os_str() == "-";
-    if to_tar {
-        cryptimg_cli::refuse_terminal_stdout("a tar stream", "e.g. `| tar -xpf -`")?;
-    }
+/// `extract IMAGE DEST [PATH]...`: to a directory, or a pax stream when DEST
+/// is `-` (refused on a terminal by the caller); printed by the caller.
+pub fn extract(
+    image: &Path,
+    dest: &Path,
+    paths: &[Vec<u8>],
+    key_file: &[PathBuf],
+    bar: &cryptimg_cli::Bar,
+) -> anyhow::Result<ExtractReport> {
     let keys = load_keys(key_file)?;
     let fs = ext4::reader::open(image)?;
-    // The bar draws on standard error, so it does not disturb a tar stream.
-    let bar = cryptimg_cli::Bar::new(no_progress);
-    let (stats, destination) = if to_tar {
+    let (stats, destination) = if dest.as_os_str() == "-" {
         let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out, &bar).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
+        let (_, st) = ext4::extract::extract_tar(&fs, &keys, paths, out, bar).map_err(|e| cryptimg_cli::flag_hint(e, PATH_HINT))?;
         (st, "standard output (pax tar)".to_string())
     } else {
         let as_root = libimage::tree::write::running_as_root();
-        let st = ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root, &bar).map_err(|e| {
-            cryptimg_cli::flag_hint(
-                e,
-                "PATHs are real names as `fsck-crypt ls IMAGE DIR --key-file K` shows them; DEST must be new or an empty directory",
-            )
-        })?;
+        let st =
+            ext4::extract::extract_paths(&fs, &keys, paths, dest, as_root, bar).map_err(|e| cryptimg_cli::flag_hint(e, PATH_DEST_HINT))?;
         (st, dest.display().to_string())
     };
-    let r = ExtractReport { destination, stats };
-    if json {
-        let text = cryptimg_cli::json::to_string(TOOL, "extract", &r)?;
-        if to_tar {
-            eprintln!("{text}");
-        } else {
-            println!("{text}");
-        }
-        return Ok(exit::OK);
-    }
-    let st = &r.stats;
-    if st.skipped > 0 && !to_tar {
-        eprintln!("warning: {} device node(s) not created (creating them needs root)", st.skipped);
-    }
-    eprintln!(
-        "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {}",
-        st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped, r.destination
-    );
-    Ok(exit::OK)
+    Ok(ExtractReport { destination, stats })
 }
 
 /// `cat IMAGE PATH`: one regular file to standard output.

@@ -208,30 +208,34 @@ fn extract(
 ) -> anyhow::Result<i32> {
     use std::os::unix::ffi::OsStrExt;
     let paths: Vec<Vec<u8>> = paths.iter().map(|p| p.as_os_str().as_bytes().to_vec()).collect();
-    if ext4::is_ext4(&image) {
-        if let Some(code) = ext4::refuse_snapshot(&snapshot) {
-            return Ok(code);
-        }
-        return ext4::extract(&image, &dest, &paths, &key_file, no_progress, json);
-    }
     let to_tar = dest.as_os_str() == "-";
     if to_tar {
         cryptimg_cli::refuse_terminal_stdout("a tar stream", "e.g. `| tar -xpf -`")?;
     }
-    let keys = load_keys(&key_file)?;
-    let img = Image::open(&image, Access::ReadOnly)?;
+    // The bar draws on standard error, so it does not disturb a tar stream.
     let bar = Bar::new(no_progress);
-    let (st, to) = if to_tar {
-        let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
-        let (_, st) = libimage::ops::read::extract_tar(&img, snapshot.as_deref(), &keys, &paths, out, &bar)
-            .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot"))?;
-        (st, "standard output (pax tar)".to_string())
+    let r = if ext4::is_ext4(&image) {
+        if let Some(code) = ext4::refuse_snapshot(&snapshot) {
+            return Ok(code);
+        }
+        ext4::extract(&image, &dest, &paths, &key_file, &bar)?
     } else {
-        let as_root = libimage::tree::write::running_as_root();
-        let st = libimage::ops::read::extract_paths(&img, snapshot.as_deref(), &keys, &paths, &dest, as_root, &bar)
-            .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot; DEST must be new or an empty directory"))?;
-        (st, dest.display().to_string())
+        let keys = load_keys(&key_file)?;
+        let img = Image::open(&image, Access::ReadOnly)?;
+        let (stats, destination) = if to_tar {
+            let out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+            let (_, st) = libimage::ops::read::extract_tar(&img, snapshot.as_deref(), &keys, &paths, out, &bar)
+                .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot"))?;
+            (st, "standard output (pax tar)".to_string())
+        } else {
+            let as_root = libimage::tree::write::running_as_root();
+            let st = libimage::ops::read::extract_paths(&img, snapshot.as_deref(), &keys, &paths, &dest, as_root, &bar)
+                .map_err(|e| cryptimg_cli::flag_hint(e, "choose the snapshot with --snapshot; DEST must be new or an empty directory"))?;
+            (st, dest.display().to_string())
+        };
+        libimage::ops::read::ExtractReport { destination, stats }
     };
+    let st = &r.stats;
     if st.skipped > 0 && !to_tar {
         eprintln!(
             "warning: {} device node(s) not created (creating them needs root){}",
@@ -244,10 +248,7 @@ fn extract(
         );
     }
     if json {
-        let r = libimage::ops::read::ExtractReport {
-            destination: to,
-            stats: st,
-        };
+        // With a tar stream on standard output, the document goes to standard error.
         let text = cryptimg_cli::json::to_string(TOOL, "extract", &r)?;
         if to_tar {
             eprintln!("{text}");
@@ -257,8 +258,8 @@ fn extract(
         return Ok(exit::OK);
     }
     eprintln!(
-        "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {to}",
-        st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped
+        "extracted {} files, {} dirs, {} symlinks, {} special, {} hard links ({} skipped) to {}",
+        st.files, st.dirs, st.symlinks, st.specials, st.hardlinks, st.skipped, r.destination
     );
     Ok(exit::OK)
 }
