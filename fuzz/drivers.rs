@@ -187,3 +187,10 @@ pub fn backup_archive(data: &[u8]) -> bool {
     let mut input = data;
     libimage::ops::backup::verify_backup(&mut input, &[]).is_ok()
 }
+
+/// The ext4 backup archive reader (docs/BACKUP.md §11): `verify_archive`
+/// with no bases, the strict reader over every member.
+pub fn ext4_archive(data: &[u8]) -> bool {
+    let mut input = data;
+    libimage::ops::ext4::list::verify_archive(&mut input, &[]).is_ok()
+}

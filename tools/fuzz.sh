@@ -3,8 +3,9 @@
 #
 #   tools/fuzz.sh [MINUTES] [TARGET...]
 #
-# MINUTES defaults to 10; TARGET defaults to all five targets (superblock,
-# metadata, image_open, tar_import, backup_archive), run one after another.
+# MINUTES defaults to 10; TARGET defaults to all six targets (superblock,
+# metadata, image_open, tar_import, backup_archive, ext4_archive), run one
+# after another.
 # Needs cargo-fuzz (`cargo install cargo-fuzz`). The default build uses
 # AddressSanitizer, for which cargo-fuzz passes -Zsanitizer to rustc: on a
 # stable toolchain the script therefore sets RUSTC_BOOTSTRAP=1.
@@ -22,7 +23,7 @@ minutes="${1:-10}"
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(superblock metadata image_open tar_import backup_archive)
+    targets=(superblock metadata image_open tar_import backup_archive ext4_archive)
 fi
 command -v cargo-fuzz >/dev/null || { echo "fuzz.sh: cargo-fuzz is not installed (cargo install cargo-fuzz)" >&2; exit 2; }
 if [ "${FUZZ_SANITIZER:-address}" != none ]; then
@@ -73,7 +74,10 @@ PY
         tar -C "$root/testdata/demo" --format=ustar -cf "$dir/demo-ustar.tar" tree
         ;;
     backup_archive)
-        cp "$root"/testdata/backup/hostile/*.tar "$dir/"
+        cp "$root"/testdata/backup/hostile/*.tar "$root"/testdata/backup/v1/*.tar "$dir/"
+        ;;
+    ext4_archive)
+        cp "$root"/testdata/backup/hostile-ext4/*.tar "$dir/"
         ;;
     esac
 }
@@ -81,7 +85,7 @@ PY
 max_len() {
     case "$1" in
     superblock) echo 4097 ;;
-    tar_import | backup_archive) echo 65536 ;;
+    tar_import | backup_archive | ext4_archive) echo 65536 ;;
     image_open) echo 65537 ;;
     *) echo 65552 ;;
     esac
