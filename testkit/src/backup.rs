@@ -104,21 +104,28 @@ fn me(lblk: u64, blocks: u32, extent: u64, offset: u32) -> MapEntry {
     }
 }
 
-/// Builds a committed image at `path` with snapshot `main` holding every
-/// inode shape (shared and partly referenced extents, holes, hard links,
-/// symlinks, devices, a socket, xattrs, long names, negative and
-/// nanosecond times, a big uid) and, when `second` is set, a snapshot `s2`
-/// that shares most extents with `main` and changes a few files.
-pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
+/// A new, empty, committed image at `path` (which must not exist), its uuid
+/// from `rng`.
+fn new_image(path: &Path, rng: &mut TestRng) -> Result<Image> {
     let f = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
         .create_new(true)
         .open(path)
         .map_err(|e| libimage::Error::io("creating test image", e))?;
-    let mut rng = TestRng::new(seed);
     let mut img = Image::create(f, path, rng.arr16(), 0)?;
     img.commit(1)?;
+    Ok(img)
+}
+
+/// Builds a committed image at `path` with snapshot `main` holding every
+/// inode shape (shared and partly referenced extents, holes, hard links,
+/// symlinks, devices, a socket, xattrs, long names, negative and
+/// nanosecond times, a big uid) and, when `second` is set, a snapshot `s2`
+/// that shares most extents with `main` and changes a few files.
+pub fn synth_image(path: &Path, seed: u64, second: bool) -> Result<()> {
+    let mut rng = TestRng::new(seed);
+    let mut img = new_image(path, &mut rng)?;
     let main = build_tree(&mut img, &mut rng, "main", None)?;
     img.snapshots_mut().push(main);
     img.commit(2)?;
@@ -287,15 +294,8 @@ fn build_tree(img: &mut Image, rng: &mut TestRng, name: &str, base: Option<&Snap
 /// snapshot `s2` is `main` plus one new file of `change_blocks` blocks in the
 /// root: the "small change to a big tree" of an incremental backup.
 pub fn synth_wide_image(path: &Path, seed: u64, files: usize, change_blocks: u32) -> Result<()> {
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(path)
-        .map_err(|e| libimage::Error::io("creating test image", e))?;
     let mut rng = TestRng::new(seed);
-    let mut img = Image::create(f, path, rng.arr16(), 0)?;
-    img.commit(1)?;
+    let mut img = new_image(path, &mut rng)?;
     let snap = Snapshot {
         name: "main".into(),
         policy: KEY,

@@ -126,18 +126,7 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
     let mut recs = Vec::new();
     push_record(&mut recs, K_PATH.as_bytes(), MANIFEST_NAME.as_bytes());
     push_record(&mut recs, K_MTIME.as_bytes(), format!("{}", manifest.created).as_bytes());
-    let h = Ustar {
-        name: MANIFEST_NAME.as_bytes().to_vec(),
-        mode: 0o100644,
-        size: json.len() as u64,
-        mtime: manifest.created,
-        typeflag: b'0',
-        ..Default::default()
-    };
-    let jc = crc32c::crc32c(&json);
-    c.w.begin(&h, recs, jc)?;
-    c.w.data(&json, jc)?;
-    c.w.end_data()?;
+    c.w.file_member(MANIFEST_NAME, manifest.created, recs, &json)?;
 
     // The tree: each directory's entries are written when it is reached, so
     // parents always come before children.
@@ -189,15 +178,7 @@ pub fn create_backup(image: &Path, out: &mut dyn Write, opts: &BackupOptions, pr
     push_record(&mut recs, K_PATH.as_bytes(), TRAILER_NAME.as_bytes());
     push_record(&mut recs, K_MEMBERS.as_bytes(), c.report.members.to_string().as_bytes());
     push_record(&mut recs, K_ARCHIVE_CRC.as_bytes(), format!("{:08x}", c.w.crc).as_bytes());
-    let h = Ustar {
-        name: TRAILER_NAME.as_bytes().to_vec(),
-        mode: 0o100644,
-        mtime: manifest.created,
-        typeflag: b'0',
-        ..Default::default()
-    };
-    c.w.begin(&h, recs, 0)?;
-    c.w.end_data()?;
+    c.w.file_member(TRAILER_NAME, manifest.created, recs, &[])?;
     let archive_bytes = c.w.pos + 2 * 512;
     c.w.finish()?;
     progress.finish();
@@ -261,18 +242,7 @@ impl<W: Write> Ctx<'_, W> {
         let data = std::mem::take(l);
         let mut recs = Vec::new();
         push_record(&mut recs, K_PATH.as_bytes(), LISTING_NAME.as_bytes());
-        let h = Ustar {
-            name: LISTING_NAME.as_bytes().to_vec(),
-            mode: 0o100644,
-            size: data.len() as u64,
-            mtime: self.created,
-            typeflag: b'0',
-            ..Default::default()
-        };
-        let c = crc32c::crc32c(&data);
-        self.w.begin(&h, recs, c)?;
-        self.w.data(&data, c)?;
-        self.w.end_data()?;
+        self.w.file_member(LISTING_NAME, self.created, recs, &data)?;
         // Keep the buffer's allocation.
         if let Some(l) = self.listing.as_mut() {
             *l = data;

@@ -291,6 +291,24 @@ impl<W: Write> PaxWriter<W> {
         Ok(crc)
     }
 
+    /// Writes one whole regular-file member of the archive's own (manifest,
+    /// listing, trailer: mode 0644, owner 0): `records` (its `path` first),
+    /// then `data`, padded.
+    pub fn file_member(&mut self, name: &str, mtime: i64, records: Vec<u8>, data: &[u8]) -> Result<()> {
+        let h = Ustar {
+            name: name.as_bytes().to_vec(),
+            mode: 0o100644,
+            size: data.len() as u64,
+            mtime,
+            typeflag: b'0',
+            ..Default::default()
+        };
+        let crc = crc32c::crc32c(data);
+        self.begin(&h, records, crc)?;
+        self.data(data, crc)?;
+        self.end_data()
+    }
+
     /// Pads the member data to a block.
     pub fn end_data(&mut self) -> Result<()> {
         if self.data_left != 0 {

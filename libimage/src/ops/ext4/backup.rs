@@ -109,18 +109,7 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, p
     let mut recs = Vec::new();
     push_record(&mut recs, b"path", MANIFEST_NAME.as_bytes());
     push_record(&mut recs, b"mtime", fmt_time(manifest.created, 0).as_bytes());
-    let hdr = Ustar {
-        name: MANIFEST_NAME.as_bytes().to_vec(),
-        mode: 0o100644,
-        size: mjson.len() as u64,
-        mtime: manifest.created,
-        typeflag: b'0',
-        ..Default::default()
-    };
-    let c = crc32c::crc32c(&mjson);
-    w.begin(&hdr, recs, c)?;
-    w.data(&mjson, c)?;
-    w.end_data()?;
+    w.file_member(MANIFEST_NAME, manifest.created, recs, &mjson)?;
 
     // Per directory: its archive path (ending in '/'), whether encrypted.
     let mut dirs: HashMap<u32, (Vec<u8>, bool)> = HashMap::new();
@@ -339,14 +328,7 @@ pub fn create(image: &Path, out: &mut dyn Write, since: Option<&mut dyn Read>, p
         K_KEYS.as_bytes(),
         keys_needed.into_iter().collect::<Vec<_>>().join(",").as_bytes(),
     );
-    let hdr = Ustar {
-        name: TRAILER_NAME.as_bytes().to_vec(),
-        mode: 0o100644,
-        typeflag: b'0',
-        ..Default::default()
-    };
-    w.begin(&hdr, recs, 0)?;
-    w.end_data()?;
+    w.file_member(TRAILER_NAME, 0, recs, &[])?;
     rep.archive_bytes = w.pos + 1024;
     w.finish()?;
     Ok(rep)
